@@ -1,0 +1,303 @@
+//! Model descriptions as data: one [`EfficientNetConfig`] (serde, TOML) describes any member of
+//! the EfficientNet / EfficientNetV2 / Lite family, like torchvision's stage tables.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::ModelError;
+
+/// Which block a stage is built from.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockKind {
+    /// Fused-MBConv: a full k×k conv replaces expand + depthwise (EfficientNetV2's early stages).
+    Fused,
+    /// MBConv: 1×1 expand, k×k depthwise, optional squeeze-excitation, 1×1 project.
+    Mbconv,
+}
+
+/// The non-linearity used throughout the network.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Activation {
+    /// x·sigmoid(x), the EfficientNet default.
+    #[default]
+    Silu,
+    /// min(max(x, 0), 6), used by the Lite models for quantisation friendliness.
+    Relu6,
+    /// max(x, 0).
+    Relu,
+}
+
+/// How convolutions pad their input.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum PaddingMode {
+    /// `(k-1)/2` on every side, as torchvision and timm's non-`tf_` models do.
+    #[default]
+    Symmetric,
+    /// TensorFlow "SAME": the extra pixel goes bottom/right at stride 2; needed by TF-ported weights.
+    Same,
+}
+
+/// How width multipliers are rounded to channel counts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Rounding {
+    /// EfficientNetV2 (automl): `max(8, int(c*w + 4) // 8 * 8)`, no correction.
+    #[default]
+    V2,
+    /// EfficientNet V1 / torchvision `_make_divisible`: as V2 but adds 8 when rounding lost > 10 %.
+    V1,
+}
+
+/// One stage: `repeats` blocks of one kind; only the first block strides and changes width.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StageConfig {
+    /// Fused-MBConv or MBConv.
+    pub block: BlockKind,
+    /// Number of blocks before depth scaling.
+    pub repeats: usize,
+    /// Kernel size of the spatial conv.
+    pub kernel: usize,
+    /// Stride of the first block.
+    pub stride: usize,
+    /// Expansion ratio of the hidden width.
+    pub expand: usize,
+    /// Input channels before width scaling.
+    pub in_channels: usize,
+    /// Output channels before width scaling.
+    pub out_channels: usize,
+    /// Squeeze-excitation ratio relative to the block *input* channels (0 = no SE).
+    #[serde(default)]
+    pub se_ratio: f64,
+}
+
+/// A whole network: stem, stages, head and the regularisation defaults.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EfficientNetConfig {
+    /// Preset name, e.g. `efficientnetv2_s`.
+    pub name: String,
+    /// Stem conv output channels before width scaling.
+    pub stem_channels: usize,
+    /// Head 1×1 conv output channels before width scaling.
+    pub head_channels: usize,
+    /// Stage table, in order.
+    pub stages: Vec<StageConfig>,
+    /// Network non-linearity.
+    #[serde(default)]
+    pub activation: Activation,
+    /// BatchNorm epsilon (1e-3 for V2 and every TF-ported checkpoint).
+    #[serde(default = "default_bn_eps")]
+    pub bn_eps: f64,
+    /// BatchNorm momentum in PyTorch convention (TF 0.99 = 0.01 here).
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f64,
+    /// Convolution padding mode.
+    #[serde(default)]
+    pub padding: PaddingMode,
+    /// Width multiplier.
+    #[serde(default = "one")]
+    pub width_mult: f64,
+    /// Depth multiplier (repeats are `ceil(r * depth_mult)`).
+    #[serde(default = "one")]
+    pub depth_mult: f64,
+    /// Channel rounding rule for the width multiplier.
+    #[serde(default)]
+    pub rounding: Rounding,
+    /// Keep stem and head widths and the first/last stage depth unscaled (Lite models).
+    #[serde(default)]
+    pub fix_stem_head: bool,
+    /// Dropout before the classifier.
+    #[serde(default)]
+    pub dropout: f64,
+    /// Maximum stochastic-depth rate, reached by the last block.
+    #[serde(default)]
+    pub drop_path: f64,
+    /// Number of output classes.
+    #[serde(default = "default_classes")]
+    pub num_classes: usize,
+    /// Default input resolution for training.
+    #[serde(default = "default_size")]
+    pub train_size: usize,
+    /// Default input resolution for evaluation.
+    #[serde(default = "default_size")]
+    pub eval_size: usize,
+}
+
+fn default_bn_eps() -> f64 {
+    1e-3
+}
+fn default_bn_momentum() -> f64 {
+    0.1
+}
+fn one() -> f64 {
+    1.0
+}
+fn default_classes() -> usize {
+    1000
+}
+fn default_size() -> usize {
+    224
+}
+
+/// A stage after width/depth scaling: the exact shapes that get built.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedStage {
+    /// Block kind.
+    pub block: BlockKind,
+    /// Blocks in this stage.
+    pub repeats: usize,
+    /// Kernel size.
+    pub kernel: usize,
+    /// First-block stride.
+    pub stride: usize,
+    /// Expansion ratio.
+    pub expand: usize,
+    /// Input channels of the first block.
+    pub in_channels: usize,
+    /// Output channels of every block.
+    pub out_channels: usize,
+    /// SE ratio relative to block input.
+    pub se_ratio: f64,
+}
+
+impl EfficientNetConfig {
+    /// Parses a TOML model description, rejecting unknown keys.
+    pub fn from_toml(text: &str) -> Result<Self, ModelError> {
+        let cfg: Self = toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Serialises to TOML (what `configs/models/*.toml` contain).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Checks values that would otherwise panic deep inside layer construction.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Config(format!("model '{}': {m}", self.name)));
+        if self.stages.is_empty() {
+            return bad("needs at least one stage".into());
+        }
+        if self.num_classes == 0 {
+            return bad("num_classes must be > 0".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout {} is outside [0, 1)", self.dropout));
+        }
+        if !(0.0..1.0).contains(&self.drop_path) {
+            return bad(format!("drop_path {} is outside [0, 1)", self.drop_path));
+        }
+        if !(self.bn_eps > 0.0 && self.bn_eps.is_finite()) {
+            return bad(format!("bn_eps {} must be positive", self.bn_eps));
+        }
+        if !(0.0..=1.0).contains(&self.bn_momentum) {
+            return bad(format!(
+                "bn_momentum {} is outside [0, 1]",
+                self.bn_momentum
+            ));
+        }
+        if !(self.width_mult > 0.0 && self.depth_mult > 0.0) {
+            return bad("width_mult and depth_mult must be positive".into());
+        }
+        let mut prev_out = self.stem_channels;
+        for (i, s) in self.stages.iter().enumerate() {
+            if s.in_channels != prev_out {
+                return bad(format!(
+                    "stage {i}: in_channels {} does not match the previous output {prev_out}",
+                    s.in_channels
+                ));
+            }
+            prev_out = s.out_channels;
+            if s.repeats == 0 || s.kernel % 2 == 0 || s.stride == 0 || s.expand == 0 {
+                return bad(format!(
+                    "stage {i}: repeats, stride and expand must be >= 1 and kernel odd"
+                ));
+            }
+            if !(0.0..=1.0).contains(&s.se_ratio) {
+                return bad(format!(
+                    "stage {i}: se_ratio {} is outside [0, 1]",
+                    s.se_ratio
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rounds a channel count by the width multiplier and this config's rule.
+    pub fn round_channels(&self, channels: usize) -> usize {
+        round_channels(channels, self.width_mult, self.rounding)
+    }
+
+    /// Stem output channels after scaling.
+    pub fn stem_out(&self) -> usize {
+        if self.fix_stem_head {
+            self.stem_channels
+        } else {
+            self.round_channels(self.stem_channels)
+        }
+    }
+
+    /// Head output channels after scaling.
+    pub fn head_out(&self) -> usize {
+        if self.fix_stem_head {
+            self.head_channels
+        } else {
+            self.round_channels(self.head_channels)
+        }
+    }
+
+    /// The stage table after width and depth scaling.
+    pub fn resolved_stages(&self) -> Vec<ResolvedStage> {
+        let last = self.stages.len() - 1;
+        let mut in_channels = self.stem_out();
+        self.stages
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let fixed = self.fix_stem_head && (i == 0 || i == last);
+                let repeats = if fixed {
+                    s.repeats
+                } else {
+                    (s.repeats as f64 * self.depth_mult).ceil() as usize
+                };
+                let out_channels = self.round_channels(s.out_channels);
+                let stage_in = std::mem::replace(&mut in_channels, out_channels);
+                ResolvedStage {
+                    block: s.block,
+                    repeats,
+                    kernel: s.kernel,
+                    stride: s.stride,
+                    expand: s.expand,
+                    in_channels: stage_in,
+                    out_channels,
+                    se_ratio: s.se_ratio,
+                }
+            })
+            .collect()
+    }
+
+    /// Total number of blocks (drives the stochastic-depth ramp).
+    pub fn block_count(&self) -> usize {
+        self.resolved_stages().iter().map(|s| s.repeats).sum()
+    }
+
+    /// Output channels of `forward_features` (the head width).
+    pub fn num_features(&self) -> usize {
+        self.head_out()
+    }
+}
+
+/// Channel rounding shared by both rules, to a multiple of 8 with a floor of 8.
+pub fn round_channels(channels: usize, width_mult: f64, rounding: Rounding) -> usize {
+    const DIVISOR: usize = 8;
+    let scaled = channels as f64 * width_mult;
+    let mut new = ((scaled + DIVISOR as f64 / 2.0) as usize / DIVISOR * DIVISOR).max(DIVISOR);
+    if rounding == Rounding::V1 && (new as f64) < 0.9 * scaled {
+        new += DIVISOR;
+    }
+    new
+}

@@ -1,0 +1,45 @@
+//! Errors of the model crate: every variant names the file or tensor at fault.
+
+use std::path::PathBuf;
+
+/// What can go wrong building a model or moving weights in and out of it.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A model description is malformed or impossible.
+    #[error("invalid model config: {0}")]
+    Config(String),
+    /// No preset has this name.
+    #[error("unknown model '{name}' (known: {known})")]
+    UnknownPreset {
+        /// The requested name.
+        name: String,
+        /// Comma-separated list of presets.
+        known: String,
+    },
+    /// A weights file could not be read or parsed.
+    #[error("{}: {reason}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A weights file does not fit the model: names every missing, unexpected or mis-shaped tensor.
+    #[error("{}: weights do not match model '{model}': {details}", path.display())]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The model name.
+        model: String,
+        /// Missing / unexpected / mis-shaped tensors.
+        details: String,
+    },
+    /// Writing a weights file failed.
+    #[error("{}: cannot write weights: {reason}", path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}

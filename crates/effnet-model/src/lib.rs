@@ -1,0 +1,32 @@
+//! # effnet-model
+//!
+//! The EfficientNet family (V1-B0, Lite0, V2-S/M/L/XL, V2-B0..B3) as burn modules built from
+//! data ([`EfficientNetConfig`], TOML), numerically identical to torchvision and timm, with
+//! weight import from their PyTorch checkpoints and effnet's own `.bpk` files.
+//!
+//! ```no_run
+//! use burn::prelude::*;
+//! use effnet_model::EfficientNetConfig;
+//!
+//! let device = Device::flex();
+//! let model = EfficientNetConfig::preset("efficientnetv2_s").unwrap().init(&device);
+//! let logits = model.forward(Tensor::zeros([1, 3, 224, 224], &device));
+//! assert_eq!(logits.dims(), [1, 1000]);
+//! ```
+
+pub mod blocks;
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod presets;
+pub mod weights;
+
+pub use blocks::{Block, DropPath, SqueezeExcite};
+pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
+pub use error::ModelError;
+pub use model::EfficientNet;
+pub use presets::{PRESETS, preset_names};
+pub use weights::{
+    Imported, Interpolation, KeyLayout, Preprocess, Pretrained, import_pytorch, load_native,
+    load_native_bytes, save_native,
+};

@@ -1,0 +1,175 @@
+//! The network: stem, stages of blocks, head and classifier, built from an [`EfficientNetConfig`].
+
+use burn::module::{Module, Param};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
+use burn::prelude::*;
+
+use crate::blocks::{Block, BlockSpec, LayerSettings, activate};
+use crate::config::{Activation, EfficientNetConfig};
+
+/// An EfficientNet / EfficientNetV2 / Lite network. Field names follow timm
+/// (`conv_stem`, `bn1`, `blocks.S.J`, `conv_head`, `bn2`, `classifier`).
+#[derive(Module, Debug)]
+pub struct EfficientNet {
+    /// 3×3 stride-2 stem conv.
+    pub conv_stem: Conv2d,
+    /// Stem BatchNorm.
+    pub bn1: BatchNorm,
+    /// Stages, each a list of blocks.
+    pub blocks: Vec<Vec<Block>>,
+    /// 1×1 head conv.
+    pub conv_head: Conv2d,
+    /// Head BatchNorm.
+    pub bn2: BatchNorm,
+    /// Dropout before the classifier.
+    pub dropout: Dropout,
+    /// Final linear layer.
+    pub classifier: Linear,
+    /// Activation.
+    #[module(skip)]
+    pub act: Activation,
+}
+
+impl EfficientNetConfig {
+    /// Builds the network with fresh (torchvision-style) initialisation on `device`.
+    pub fn init(&self, device: &Device) -> EfficientNet {
+        let layers = LayerSettings {
+            padding: self.padding,
+            bn_eps: self.bn_eps,
+            bn_momentum: self.bn_momentum,
+        };
+        let stem = self.stem_out();
+        let total = self.block_count();
+        let mut idx = 0usize;
+        let blocks = self
+            .resolved_stages()
+            .into_iter()
+            .map(|s| {
+                (0..s.repeats)
+                    .map(|j| {
+                        let spec = BlockSpec {
+                            kind: s.block,
+                            cin: if j == 0 {
+                                s.in_channels
+                            } else {
+                                s.out_channels
+                            },
+                            cout: s.out_channels,
+                            kernel: s.kernel,
+                            stride: if j == 0 { s.stride } else { 1 },
+                            expand: s.expand,
+                            se_ratio: s.se_ratio,
+                            drop_path: self.drop_path * idx as f64 / total as f64,
+                            act: self.activation,
+                        };
+                        idx += 1;
+                        Block::new(spec, &layers, device)
+                    })
+                    .collect()
+            })
+            .collect::<Vec<Vec<Block>>>();
+        let last = self
+            .resolved_stages()
+            .last()
+            .map(|s| s.out_channels)
+            .unwrap_or(stem);
+        let head = self.head_out();
+        EfficientNet {
+            conv_stem: layers.conv(3, stem, 3, 2, 1, device),
+            bn1: layers.bn(stem, device),
+            blocks,
+            conv_head: layers.conv(last, head, 1, 1, 1, device),
+            bn2: layers.bn(head, device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            classifier: new_classifier(head, self.num_classes, device),
+            act: self.activation,
+        }
+    }
+}
+
+fn new_classifier(features: usize, classes: usize, device: &Device) -> Linear {
+    let range = 1.0 / (classes as f64).sqrt();
+    let mut linear = LinearConfig::new(features, classes)
+        .with_initializer(Initializer::Uniform {
+            min: -range,
+            max: range,
+        })
+        .init(device);
+    linear.bias = Some(Param::from_tensor(Tensor::zeros([classes], device)));
+    linear
+}
+
+impl EfficientNet {
+    /// Image batch `[B, 3, H, W]` to logits `[B, classes]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_head(self.forward_features(x), false)
+    }
+
+    /// Everything up to and including the head conv + BN + activation: `[B, F, H/32, W/32]`.
+    pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
+        let mut x = activate(self.bn1.forward(self.conv_stem.forward(x)), self.act);
+        for stage in &self.blocks {
+            for block in stage {
+                x = block.forward(x);
+            }
+        }
+        activate(self.bn2.forward(self.conv_head.forward(x)), self.act)
+    }
+
+    /// Global average pool, dropout and classifier; `pre_logits` stops after the pool.
+    pub fn forward_head(&self, features: Tensor<4>, pre_logits: bool) -> Tensor<2> {
+        let pooled: Tensor<2> = features.mean_dim(3).mean_dim(2).flatten(1, 3);
+        if pre_logits {
+            return pooled;
+        }
+        self.classifier.forward(self.dropout.forward(pooled))
+    }
+
+    /// Replaces the classifier with a freshly initialised one for `num_classes` (fine-tuning).
+    pub fn reset_classifier(mut self, num_classes: usize) -> Self {
+        let device = self.classifier.weight.device();
+        let [features, _] = self.classifier.weight.dims();
+        self.classifier = new_classifier(features, num_classes, &device);
+        self
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.classifier.weight.dims()[1]
+    }
+
+    /// Trainable parameters, excluding BatchNorm running statistics (matches PyTorch's count).
+    pub fn num_trainable_params(&self) -> usize {
+        let running: usize = self.batch_norms().map(|bn| 2 * bn.gamma.dims()[0]).sum();
+        self.num_params() - running
+    }
+
+    /// Sets the dropout rate (progressive learning changes it between stages).
+    pub fn set_dropout(mut self, prob: f64) -> Self {
+        self.dropout.prob = prob;
+        self
+    }
+
+    /// Stochastic-depth rates of every block, in order.
+    pub fn drop_path_rates(&self) -> Vec<f64> {
+        self.blocks
+            .iter()
+            .flatten()
+            .map(Block::drop_path_rate)
+            .collect()
+    }
+
+    fn batch_norms(&self) -> impl Iterator<Item = &BatchNorm> {
+        let mut all = vec![&self.bn1, &self.bn2];
+        for block in self.blocks.iter().flatten() {
+            match block {
+                Block::ConvBnAct(b) => all.push(&b.bn1),
+                Block::EdgeResidual(b) => all.extend([&b.bn1, &b.bn2]),
+                Block::DepthwiseSeparable(b) => all.extend([&b.bn1, &b.bn2]),
+                Block::InvertedResidual(b) => all.extend([&b.bn1, &b.bn2, &b.bn3]),
+            }
+        }
+        all.into_iter()
+    }
+}

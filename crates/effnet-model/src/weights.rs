@@ -1,0 +1,516 @@
+//! Weights in and out: PyTorch `.pth` / `.safetensors` import in torchvision, timm and
+//! lukemelas (EfficientNet-PyTorch / -Lite) key layouts, and effnet's native burnpack files,
+//! which carry the model description and preprocessing beside the tensors.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::burn_pack::{self, Bytes};
+use burn::store::{
+    ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
+    SafetensorsStore,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::blocks::Block;
+use crate::config::{BlockKind, EfficientNetConfig, PaddingMode};
+use crate::error::ModelError;
+use crate::model::EfficientNet;
+
+/// Resampling filter used when resizing images.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Interpolation {
+    /// Nearest neighbour.
+    Nearest,
+    /// Triangle filter (PIL BILINEAR, antialiased when shrinking).
+    Bilinear,
+    /// Keys cubic, a = -0.5 (PIL BICUBIC, antialiased when shrinking).
+    #[default]
+    Bicubic,
+}
+
+impl std::str::FromStr for Interpolation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "nearest" => Ok(Self::Nearest),
+            "bilinear" => Ok(Self::Bilinear),
+            "bicubic" => Ok(Self::Bicubic),
+            other => Err(format!(
+                "unknown interpolation '{other}' (nearest, bilinear, bicubic)"
+            )),
+        }
+    }
+}
+
+/// How an image becomes the network input; travels with the weights because the wrong
+/// preprocessing makes good weights look broken.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Preprocess {
+    /// Shorter side after resizing (before the center crop).
+    pub resize: usize,
+    /// Center crop size (the network input is `crop × crop`).
+    pub crop: usize,
+    /// Resize filter.
+    pub interpolation: Interpolation,
+    /// Per-channel mean on the 0..1 scale.
+    pub mean: [f32; 3],
+    /// Per-channel std on the 0..1 scale.
+    pub std: [f32; 3],
+}
+
+impl Preprocess {
+    /// ImageNet mean/std with timm's `crop_pct` rule: resize to `floor(crop / crop_pct)`.
+    pub fn imagenet(crop: usize, crop_pct: f64, interpolation: Interpolation) -> Self {
+        Self {
+            resize: (crop as f64 / crop_pct).floor() as usize,
+            crop,
+            interpolation,
+            mean: [0.485, 0.456, 0.406],
+            std: [0.229, 0.224, 0.225],
+        }
+    }
+
+    /// The crop fraction `crop / resize`.
+    pub fn crop_pct(&self) -> f64 {
+        self.crop as f64 / self.resize as f64
+    }
+}
+
+/// Where a state dict's keys come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyLayout {
+    /// torchvision `features.S.J.block.K...`.
+    Torchvision,
+    /// timm `conv_stem`, `blocks.S.J.conv_pw`, ... (also `tf_*` models); effnet's own names.
+    Timm,
+    /// lukemelas EfficientNet-PyTorch / EfficientNet-Lite `_conv_stem`, `_blocks.N...`.
+    Lukemelas,
+}
+
+impl KeyLayout {
+    /// Guesses the layout from the key names.
+    pub fn detect<'a>(keys: impl IntoIterator<Item = &'a str>) -> Option<Self> {
+        keys.into_iter().find_map(|k| {
+            if k.starts_with("features.") {
+                Some(Self::Torchvision)
+            } else if k.starts_with("conv_stem.") {
+                Some(Self::Timm)
+            } else if k.starts_with("_conv_stem.") {
+                Some(Self::Lukemelas)
+            } else {
+                None
+            }
+        })
+    }
+}
+
+/// Source module prefix → effnet module prefix, for every layer of `model` in `layout`.
+pub fn key_map(model: &EfficientNet, layout: KeyLayout) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    let mut add = |from: String, to: &str| {
+        map.insert(from, to.to_string());
+    };
+    let n_stages = model.blocks.len();
+    match layout {
+        KeyLayout::Timm => {
+            for top in ["conv_stem", "bn1", "conv_head", "bn2", "classifier"] {
+                add(top.into(), top);
+            }
+        }
+        KeyLayout::Torchvision => {
+            add("features.0.0".into(), "conv_stem");
+            add("features.0.1".into(), "bn1");
+            add(format!("features.{}.0", n_stages + 1), "conv_head");
+            add(format!("features.{}.1", n_stages + 1), "bn2");
+            add("classifier.1".into(), "classifier");
+        }
+        KeyLayout::Lukemelas => {
+            for (from, to) in [
+                ("_conv_stem", "conv_stem"),
+                ("_bn0", "bn1"),
+                ("_conv_head", "conv_head"),
+                ("_bn1", "bn2"),
+                ("_fc", "classifier"),
+            ] {
+                add(from.into(), to);
+            }
+        }
+    }
+    let mut flat = 0usize;
+    for (s, stage) in model.blocks.iter().enumerate() {
+        for (j, block) in stage.iter().enumerate() {
+            let ours = format!("blocks.{s}.{j}");
+            let names = layer_names(block);
+            for (ours_leaf, tv, luke) in names {
+                let from = match layout {
+                    KeyLayout::Timm => format!("{ours}.{ours_leaf}"),
+                    KeyLayout::Torchvision => format!("features.{}.{j}.block.{tv}", s + 1),
+                    KeyLayout::Lukemelas => format!("_blocks.{flat}.{luke}"),
+                };
+                add(from, &format!("{ours}.{ours_leaf}"));
+            }
+            flat += 1;
+        }
+    }
+    map
+}
+
+/// `(effnet/timm name, torchvision name, lukemelas name)` of each layer in a block.
+fn layer_names(block: &Block) -> Vec<(&'static str, String, &'static str)> {
+    let se = |has: bool, k: usize| -> Vec<(&'static str, String, &'static str)> {
+        if has {
+            vec![
+                ("se.conv_reduce", format!("{k}.fc1"), "_se_reduce"),
+                ("se.conv_expand", format!("{k}.fc2"), "_se_expand"),
+            ]
+        } else {
+            vec![]
+        }
+    };
+    match block {
+        Block::ConvBnAct(_) => vec![
+            ("conv", "0.0".into(), "_project_conv"),
+            ("bn1", "0.1".into(), "_bn2"),
+        ],
+        Block::EdgeResidual(_) => vec![
+            ("conv_exp", "0.0".into(), "_expand_conv"),
+            ("bn1", "0.1".into(), "_bn0"),
+            ("conv_pwl", "1.0".into(), "_project_conv"),
+            ("bn2", "1.1".into(), "_bn2"),
+        ],
+        Block::DepthwiseSeparable(b) => {
+            let has = b.se.is_some();
+            let p = if has { 2 } else { 1 };
+            let mut v = vec![
+                ("conv_dw", "0.0".into(), "_depthwise_conv"),
+                ("bn1", "0.1".into(), "_bn1"),
+            ];
+            v.extend(se(has, 1));
+            v.push(("conv_pw", format!("{p}.0"), "_project_conv"));
+            v.push(("bn2", format!("{p}.1"), "_bn2"));
+            v
+        }
+        Block::InvertedResidual(b) => {
+            let has = b.se.is_some();
+            let p = if has { 3 } else { 2 };
+            let mut v = vec![
+                ("conv_pw", "0.0".into(), "_expand_conv"),
+                ("bn1", "0.1".into(), "_bn0"),
+                ("conv_dw", "1.0".into(), "_depthwise_conv"),
+                ("bn2", "1.1".into(), "_bn1"),
+            ];
+            v.extend(se(has, 2));
+            v.push(("conv_pwl", format!("{p}.0"), "_project_conv"));
+            v.push(("bn3", format!("{p}.1"), "_bn2"));
+            v
+        }
+    }
+}
+
+/// Reads every tensor of a `.pth`/`.pt`/`.bin` or `.safetensors` file.
+fn read_tensors(path: &Path) -> Result<BTreeMap<String, burn_pack::Tensor>, ModelError> {
+    let read_err = |reason: String| ModelError::Read {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if !path.exists() {
+        return Err(read_err("no such file".into()));
+    }
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    if ext == "safetensors" {
+        let mut store = SafetensorsStore::from_file(path);
+        return store
+            .get_all_tensors()
+            .map(|t| t.clone())
+            .map_err(|e| read_err(format!("not a readable safetensors file ({e})")));
+    }
+    // A PyTorch checkpoint, possibly wrapping the state dict under a top-level key.
+    let mut last_err = String::new();
+    for top in [
+        None,
+        Some("state_dict"),
+        Some("model"),
+        Some("state_dict_ema"),
+    ] {
+        let mut store = PytorchStore::from_file(path);
+        if let Some(top) = top {
+            store = store.with_top_level_key(top);
+        }
+        match store.get_all_tensors() {
+            Ok(t) if KeyLayout::detect(t.keys().map(|k| strip_wrapper(k))).is_some() => {
+                return Ok(t.clone());
+            }
+            Ok(_) => {}
+            Err(e) => last_err = e.to_string(),
+        }
+    }
+    if last_err.is_empty() {
+        Err(read_err(
+            "no EfficientNet state dict found (expected torchvision, timm or lukemelas keys)"
+                .into(),
+        ))
+    } else {
+        Err(read_err(format!(
+            "not a readable PyTorch checkpoint ({last_err})"
+        )))
+    }
+}
+
+fn strip_wrapper(key: &str) -> &str {
+    key.strip_prefix("module.").unwrap_or(key)
+}
+
+/// Result of an import: the loaded model and what was learned about the file.
+pub struct Imported {
+    /// The model with the file's weights.
+    pub model: EfficientNet,
+    /// The model description actually used (classes taken from the file).
+    pub config: EfficientNetConfig,
+    /// The key layout that was detected.
+    pub layout: KeyLayout,
+    /// Number of tensors applied.
+    pub applied: usize,
+}
+
+/// Imports a PyTorch `.pth` or `.safetensors` state dict into a model built from `config`.
+///
+/// The number of classes is taken from the file's classifier. Any missing, unexpected or
+/// mis-shaped tensor is an error naming it; only `num_batches_tracked` is ignored.
+pub fn import_pytorch(
+    path: &Path,
+    config: &EfficientNetConfig,
+    device: &Device,
+) -> Result<Imported, ModelError> {
+    let tensors = read_tensors(path)?;
+    let layout = KeyLayout::detect(tensors.keys().map(|k| strip_wrapper(k))).ok_or_else(|| {
+        ModelError::Read {
+            path: path.to_path_buf(),
+            reason:
+                "no EfficientNet state dict found (expected torchvision, timm or lukemelas keys)"
+                    .into(),
+        }
+    })?;
+    let mut config = config.clone();
+    let classifier_key = match layout {
+        KeyLayout::Torchvision => "classifier.1.weight",
+        KeyLayout::Timm => "classifier.weight",
+        KeyLayout::Lukemelas => "_fc.weight",
+    };
+    if let Some(t) = tensors
+        .iter()
+        .find(|(k, _)| strip_wrapper(k) == classifier_key)
+        .map(|(_, t)| t)
+        && t.shape.len() == 2
+    {
+        config.num_classes = t.shape[0];
+    }
+    let mut model = config.init(device);
+    let map = key_map(&model, layout);
+
+    let mut unexpected = Vec::new();
+    let mut renamed = Vec::with_capacity(tensors.len());
+    for (key, mut tensor) in tensors {
+        let key = strip_wrapper(&key).to_string();
+        if key.ends_with("num_batches_tracked") {
+            continue;
+        }
+        let Some((prefix, leaf)) = key.rsplit_once('.') else {
+            unexpected.push(key);
+            continue;
+        };
+        match map.get(prefix) {
+            Some(ours) => {
+                tensor.name = format!("{ours}.{leaf}");
+                renamed.push(tensor);
+            }
+            None => unexpected.push(key),
+        }
+    }
+    let result = model.apply(renamed, None, Some(Box::new(PyTorchToBurnAdapter)), true);
+    check_result(path, &config.name, &result, unexpected)?;
+    Ok(Imported {
+        model,
+        config,
+        layout,
+        applied: result.applied.len(),
+    })
+}
+
+fn check_result(
+    path: &Path,
+    model: &str,
+    result: &ApplyResult,
+    mut unexpected: Vec<String>,
+) -> Result<(), ModelError> {
+    unexpected.extend(result.unused.iter().cloned());
+    let missing: Vec<&str> = result.missing.iter().map(|(p, _)| p.as_str()).collect();
+    let errors: Vec<String> = result.errors.iter().map(|e| e.to_string()).collect();
+    if missing.is_empty() && unexpected.is_empty() && errors.is_empty() {
+        return Ok(());
+    }
+    let list = |v: &[&str]| {
+        let mut s = v.iter().take(8).copied().collect::<Vec<_>>().join(", ");
+        if v.len() > 8 {
+            s.push_str(&format!(", ... ({} in all)", v.len()));
+        }
+        s
+    };
+    let mut parts = Vec::new();
+    if !errors.is_empty() {
+        let e: Vec<&str> = errors.iter().map(String::as_str).collect();
+        parts.push(format!("mis-shaped: {}", list(&e)));
+    }
+    if !missing.is_empty() {
+        parts.push(format!("missing: {}", list(&missing)));
+    }
+    if !unexpected.is_empty() {
+        let u: Vec<&str> = unexpected.iter().map(String::as_str).collect();
+        parts.push(format!("unexpected: {}", list(&u)));
+    }
+    Err(ModelError::Mismatch {
+        path: path.to_path_buf(),
+        model: model.to_string(),
+        details: parts.join("; "),
+    })
+}
+
+/// Metadata keys of effnet's native files.
+const META_CONFIG: &str = "effnet.model";
+const META_PREPROCESS: &str = "effnet.preprocess";
+const META_SOURCE: &str = "effnet.source";
+
+/// A model with everything needed to use it: description, preprocessing and provenance.
+pub struct Pretrained {
+    /// The network.
+    pub model: EfficientNet,
+    /// Its description.
+    pub config: EfficientNetConfig,
+    /// How to prepare inputs for it.
+    pub preprocess: Preprocess,
+    /// Free-text provenance (source file, licence).
+    pub source: String,
+}
+
+impl std::fmt::Debug for Pretrained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pretrained")
+            .field("model", &self.config.name)
+            .field("classes", &self.config.num_classes)
+            .field("preprocess", &self.preprocess)
+            .finish()
+    }
+}
+
+/// Writes `model` with its description and preprocessing to a native `.bpk` file, atomically.
+pub fn save_native(
+    path: &Path,
+    model: &EfficientNet,
+    config: &EfficientNetConfig,
+    preprocess: &Preprocess,
+    source: &str,
+) -> Result<(), ModelError> {
+    let write_err = |reason: String| ModelError::Write {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let tmp = tmp_path(path);
+    let mut store = BurnpackStore::from_file(&tmp)
+        .auto_extension(false)
+        .overwrite(true)
+        .metadata(
+            META_CONFIG,
+            serde_json::to_string(config).map_err(|e| write_err(e.to_string()))?,
+        )
+        .metadata(
+            META_PREPROCESS,
+            serde_json::to_string(preprocess).map_err(|e| write_err(e.to_string()))?,
+        )
+        .metadata(META_SOURCE, source);
+    model
+        .save_into(&mut store)
+        .map_err(|e| write_err(e.to_string()))?;
+    std::fs::rename(&tmp, path).map_err(|e| write_err(e.to_string()))
+}
+
+/// `file.tmp` beside `file`, for write-then-rename.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Loads a native `.bpk` written by [`save_native`] onto `device`.
+pub fn load_native(path: &Path, device: &Device) -> Result<Pretrained, ModelError> {
+    let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    load_native_bytes(path, bytes, device)
+}
+
+/// Loads a native model from bytes in memory; `origin` names them in errors.
+pub fn load_native_bytes(
+    origin: &Path,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<Pretrained, ModelError> {
+    let read_err = |reason: String| ModelError::Read {
+        path: origin.to_path_buf(),
+        reason,
+    };
+    if bytes.is_empty() {
+        return Err(read_err("empty file".into()));
+    }
+    let bytes = Bytes::from_bytes_vec(bytes);
+    let reader = burn_pack::Reader::from_bytes(bytes.clone())
+        .map_err(|e| read_err(format!("not an effnet weights file ({e})")))?;
+    let meta = reader.metadata();
+    let get = |key: &str| {
+        meta.get(key).ok_or_else(|| {
+            read_err(format!(
+                "burnpack file without '{key}' metadata: import PyTorch weights with `effnet import`"
+            ))
+        })
+    };
+    let config: EfficientNetConfig = serde_json::from_str(get(META_CONFIG)?)
+        .map_err(|e| read_err(format!("bad model metadata ({e})")))?;
+    config.validate().map_err(|e| read_err(e.to_string()))?;
+    let preprocess: Preprocess = serde_json::from_str(get(META_PREPROCESS)?)
+        .map_err(|e| read_err(format!("bad preprocess metadata ({e})")))?;
+    let source = meta.get(META_SOURCE).cloned().unwrap_or_default();
+    let mut model = config.init(device);
+    let mut store = BurnpackStore::from_bytes(Some(bytes));
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| read_err(e.to_string()))?;
+    check_result(origin, &config.name, &result, Vec::new())?;
+    Ok(Pretrained {
+        model,
+        config,
+        preprocess,
+        source,
+    })
+}
+
+/// Default preprocessing for a freshly imported model: TF-padded (ported) weights get the
+/// 0.5/0.5 normalisation timm uses for them, others ImageNet statistics.
+pub fn default_preprocess(config: &EfficientNetConfig) -> Preprocess {
+    let mut p = Preprocess::imagenet(config.eval_size, 0.875, Interpolation::Bicubic);
+    if config.padding == PaddingMode::Same {
+        p.mean = [0.5; 3];
+        p.std = [0.5; 3];
+    }
+    if config.stages.iter().any(|s| s.block == BlockKind::Fused) {
+        // EfficientNetV2 evaluates on the full image at eval size (timm crop_pct 1.0).
+        p.resize = config.eval_size;
+    }
+    p
+}

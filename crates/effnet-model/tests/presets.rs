@@ -1,0 +1,129 @@
+//! Every preset builds with exactly the published parameter count, and the structural rules
+//! (stochastic-depth ramp, residuals, SE width) hold.
+
+use burn::prelude::*;
+use effnet_model::{Block, EfficientNetConfig, PRESETS};
+
+const EXPECTED: &[(&str, usize)] = &[
+    ("efficientnetv2_s", 21_458_488),
+    ("efficientnetv2_m", 54_139_356),
+    ("efficientnetv2_l", 118_515_272),
+    ("efficientnetv2_xl", 208_119_808),
+    ("efficientnetv2_b0", 7_139_704),
+    ("efficientnetv2_b1", 8_141_052),
+    ("efficientnetv2_b2", 10_096_086),
+    ("efficientnetv2_b3", 14_358_406),
+    ("efficientnet_b0", 5_288_548),
+    ("efficientnet_lite0", 4_652_008),
+];
+
+#[test]
+fn parameter_counts_match_published() {
+    let device = Device::flex();
+    assert_eq!(
+        EXPECTED.len(),
+        PRESETS.len(),
+        "every preset has an expected count"
+    );
+    let mut wrong = Vec::new();
+    for (name, expected) in EXPECTED {
+        let model = EfficientNetConfig::preset(name).unwrap().init(&device);
+        let got = model.num_trainable_params();
+        if got != *expected {
+            wrong.push(format!("{name}: got {got}, expected {expected}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn block_counts_and_drop_path_ramp() {
+    let device = Device::flex();
+    for (name, blocks) in [
+        ("efficientnetv2_s", 40),
+        ("efficientnetv2_m", 57),
+        ("efficientnetv2_l", 79),
+        ("efficientnetv2_xl", 100),
+        ("efficientnetv2_b0", 21),
+        ("efficientnet_b0", 16),
+    ] {
+        let cfg = EfficientNetConfig::preset(name).unwrap();
+        assert_eq!(cfg.block_count(), blocks, "{name}");
+        if blocks > 60 {
+            continue; // building the big ones again adds nothing
+        }
+        let rates = cfg.init(&device).drop_path_rates();
+        assert_eq!(rates.len(), blocks);
+        for (i, r) in rates.iter().enumerate() {
+            let want = cfg.drop_path * i as f64 / blocks as f64;
+            assert!((r - want).abs() < 1e-12, "{name} block {i}: {r} vs {want}");
+        }
+        assert_eq!(rates[0], 0.0);
+    }
+}
+
+#[test]
+fn residual_only_at_stride_one_with_equal_channels_and_se_from_block_input() {
+    let device = Device::flex();
+    let model = EfficientNetConfig::preset("efficientnetv2_s")
+        .unwrap()
+        .init(&device);
+    // Stage 4 (index 3) first block: MBConv 64 -> 128, stride 2: no skip; SE squeeze 16 = 64/4.
+    match &model.blocks[3][0] {
+        Block::InvertedResidual(b) => {
+            assert!(!b.has_skip);
+            let se = b.se.as_ref().expect("MBConv has SE");
+            assert_eq!(se.conv_reduce.weight.dims(), [16, 256, 1, 1]);
+        }
+        other => panic!("expected MBConv, got {other:?}"),
+    }
+    match &model.blocks[3][1] {
+        Block::InvertedResidual(b) => {
+            assert!(b.has_skip);
+            assert_eq!(
+                b.se.as_ref().unwrap().conv_reduce.weight.dims(),
+                [32, 512, 1, 1]
+            );
+        }
+        other => panic!("expected MBConv, got {other:?}"),
+    }
+    // Fused e1 stage keeps its activation and has a skip (24 -> 24, stride 1).
+    assert!(matches!(&model.blocks[0][0], Block::ConvBnAct(b) if b.has_skip));
+    assert!(matches!(&model.blocks[1][0], Block::EdgeResidual(b) if !b.has_skip));
+}
+
+#[test]
+fn config_round_trips_and_rejects_bad_values() {
+    for (name, text) in PRESETS {
+        let cfg = EfficientNetConfig::from_toml(text).unwrap();
+        assert_eq!(&cfg.name, name);
+        assert_eq!(EfficientNetConfig::from_toml(&cfg.to_toml()).unwrap(), cfg);
+    }
+    let s = PRESETS[0].1;
+    let err = EfficientNetConfig::from_toml(&format!("bogus_key = 1\n{s}")).unwrap_err();
+    assert!(err.to_string().contains("bogus_key"), "{err}");
+    let err =
+        EfficientNetConfig::from_toml(&s.replace("dropout = 0.2", "dropout = 1.5")).unwrap_err();
+    assert!(err.to_string().contains("dropout"), "{err}");
+    let err = EfficientNetConfig::preset("efficientnetv9").unwrap_err();
+    assert!(err.to_string().contains("efficientnetv2_s"), "{err}");
+}
+
+#[test]
+fn forward_shapes_and_reset_classifier() {
+    let device = Device::flex();
+    let model = EfficientNetConfig::preset("efficientnetv2_b0")
+        .unwrap()
+        .init(&device);
+    let x = Tensor::<4>::zeros([2, 3, 64, 64], &device);
+    assert_eq!(model.forward_features(x.clone()).dims(), [2, 1280, 2, 2]);
+    assert_eq!(
+        model
+            .forward_head(model.forward_features(x.clone()), true)
+            .dims(),
+        [2, 1280]
+    );
+    let model = model.reset_classifier(7);
+    assert_eq!(model.num_classes(), 7);
+    assert_eq!(model.forward(x).dims(), [2, 7]);
+}
