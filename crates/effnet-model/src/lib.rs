@@ -16,12 +16,14 @@
 
 pub mod blocks;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod model;
 pub mod presets;
 pub mod weights;
 
 pub use blocks::{Block, DropPath, SqueezeExcite};
+pub use device::{available_devices, parse_device};
 pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
 pub use error::ModelError;
 pub use model::EfficientNet;

@@ -17,68 +17,7 @@ use crate::blocks::Block;
 use crate::config::{BlockKind, EfficientNetConfig, PaddingMode};
 use crate::error::ModelError;
 use crate::model::EfficientNet;
-
-/// Resampling filter used when resizing images.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Interpolation {
-    /// Nearest neighbour.
-    Nearest,
-    /// Triangle filter (PIL BILINEAR, antialiased when shrinking).
-    Bilinear,
-    /// Keys cubic, a = -0.5 (PIL BICUBIC, antialiased when shrinking).
-    #[default]
-    Bicubic,
-}
-
-impl std::str::FromStr for Interpolation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "nearest" => Ok(Self::Nearest),
-            "bilinear" => Ok(Self::Bilinear),
-            "bicubic" => Ok(Self::Bicubic),
-            other => Err(format!(
-                "unknown interpolation '{other}' (nearest, bilinear, bicubic)"
-            )),
-        }
-    }
-}
-
-/// How an image becomes the network input; travels with the weights because the wrong
-/// preprocessing makes good weights look broken.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Preprocess {
-    /// Shorter side after resizing (before the center crop).
-    pub resize: usize,
-    /// Center crop size (the network input is `crop × crop`).
-    pub crop: usize,
-    /// Resize filter.
-    pub interpolation: Interpolation,
-    /// Per-channel mean on the 0..1 scale.
-    pub mean: [f32; 3],
-    /// Per-channel std on the 0..1 scale.
-    pub std: [f32; 3],
-}
-
-impl Preprocess {
-    /// ImageNet mean/std with timm's `crop_pct` rule: resize to `floor(crop / crop_pct)`.
-    pub fn imagenet(crop: usize, crop_pct: f64, interpolation: Interpolation) -> Self {
-        Self {
-            resize: (crop as f64 / crop_pct).floor() as usize,
-            crop,
-            interpolation,
-            mean: [0.485, 0.456, 0.406],
-            std: [0.229, 0.224, 0.225],
-        }
-    }
-
-    /// The crop fraction `crop / resize`.
-    pub fn crop_pct(&self) -> f64 {
-        self.crop as f64 / self.resize as f64
-    }
-}
+pub use effnet_data::{Interpolation, Preprocess};
 
 /// Where a state dict's keys come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,7 +165,7 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, burn_pack::Tensor>, Mode
         .map(|e| e.to_string_lossy().to_ascii_lowercase())
         .unwrap_or_default();
     if ext == "safetensors" {
-        let mut store = SafetensorsStore::from_file(path);
+        let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
         return store
             .get_all_tensors()
             .map(|t| t.clone())
@@ -240,7 +179,7 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, burn_pack::Tensor>, Mode
         Some("model"),
         Some("state_dict_ema"),
     ] {
-        let mut store = PytorchStore::from_file(path);
+        let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
         if let Some(top) = top {
             store = store.with_top_level_key(top);
         }
