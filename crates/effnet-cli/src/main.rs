@@ -1,1 +1,76 @@
-fn main() {}
+//! `effnet`: a thin command line over the effnet crates.
+
+mod bench;
+mod import;
+mod infer;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// EfficientNet / EfficientNetV2 inference, import, benchmarking and training.
+#[derive(Parser)]
+#[command(name = "effnet", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Classify images (files or folders) and print the top-k ImageNet classes.
+    Infer(infer::InferArgs),
+    /// Convert PyTorch (torchvision / timm / lukemelas) weights into effnet's .bpk format.
+    Import(import::ImportArgs),
+    /// Time inference on random inputs (img/s).
+    Bench(bench::BenchArgs),
+    /// List the model presets with their parameter counts.
+    Models,
+}
+
+fn main() -> ExitCode {
+    // Library panics (e.g. a GPU driver failing) become one line, not a backtrace.
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| info.payload().downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        eprintln!(
+            "error: internal failure: {}",
+            msg.lines().next().unwrap_or("")
+        );
+    }));
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Infer(a) => infer::run(a),
+        Command::Import(a) => import::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Models => models(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn models() -> anyhow::Result<ExitCode> {
+    let device = effnet::Device::flex();
+    println!(
+        "{:<20} {:>12} {:>6} {:>6}",
+        "model", "params", "train", "eval"
+    );
+    for name in effnet::preset_names() {
+        let cfg = effnet::EfficientNetConfig::preset(name)?;
+        let params = cfg.init(&device).num_trainable_params();
+        println!(
+            "{:<20} {:>12} {:>6} {:>6}",
+            name, params, cfg.train_size, cfg.eval_size
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

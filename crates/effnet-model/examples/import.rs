@@ -27,7 +27,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mean: [mean; 3],
         std: [std; 3],
     };
-    save_native(Path::new(&a[2]), &imported.model, &imported.config, &pre, &a[8])?;
+    save_native(
+        Path::new(&a[2]),
+        &imported.model,
+        &imported.config,
+        &pre,
+        &a[8],
+    )?;
     println!(
         "{}: {} tensors from {:?} layout -> {}",
         a[0], imported.applied, imported.layout, a[2]

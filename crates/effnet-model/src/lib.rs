@@ -23,12 +23,12 @@ pub mod presets;
 pub mod weights;
 
 pub use blocks::{Block, DropPath, SqueezeExcite};
-pub use device::{available_devices, parse_device};
 pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
+pub use device::{available_devices, parse_device};
 pub use error::ModelError;
 pub use model::EfficientNet;
 pub use presets::{PRESETS, preset_names};
 pub use weights::{
     Imported, Interpolation, KeyLayout, Preprocess, Pretrained, import_pytorch, load_native,
-    load_native_bytes, save_native,
+    load_native_bytes, save_native, save_native_labeled,
 };

@@ -325,6 +325,7 @@ fn check_result(
 const META_CONFIG: &str = "effnet.model";
 const META_PREPROCESS: &str = "effnet.preprocess";
 const META_SOURCE: &str = "effnet.source";
+const META_LABELS: &str = "effnet.labels";
 
 /// A model with everything needed to use it: description, preprocessing and provenance.
 pub struct Pretrained {
@@ -336,6 +337,8 @@ pub struct Pretrained {
     pub preprocess: Preprocess,
     /// Free-text provenance (source file, licence).
     pub source: String,
+    /// Class names, when the file carries them (models trained by effnet do).
+    pub labels: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Pretrained {
@@ -356,6 +359,18 @@ pub fn save_native(
     preprocess: &Preprocess,
     source: &str,
 ) -> Result<(), ModelError> {
+    save_native_labeled(path, model, config, preprocess, source, None)
+}
+
+/// [`save_native`] plus class names, so predictions from the file can be printed by name.
+pub fn save_native_labeled(
+    path: &Path,
+    model: &EfficientNet,
+    config: &EfficientNetConfig,
+    preprocess: &Preprocess,
+    source: &str,
+    labels: Option<&[String]>,
+) -> Result<(), ModelError> {
     let write_err = |reason: String| ModelError::Write {
         path: path.to_path_buf(),
         reason,
@@ -373,6 +388,12 @@ pub fn save_native(
             serde_json::to_string(preprocess).map_err(|e| write_err(e.to_string()))?,
         )
         .metadata(META_SOURCE, source);
+    if let Some(labels) = labels {
+        store = store.metadata(
+            META_LABELS,
+            serde_json::to_string(labels).map_err(|e| write_err(e.to_string()))?,
+        );
+    }
     model
         .save_into(&mut store)
         .map_err(|e| write_err(e.to_string()))?;
@@ -425,6 +446,13 @@ pub fn load_native_bytes(
     let preprocess: Preprocess = serde_json::from_str(get(META_PREPROCESS)?)
         .map_err(|e| read_err(format!("bad preprocess metadata ({e})")))?;
     let source = meta.get(META_SOURCE).cloned().unwrap_or_default();
+    let labels: Option<Vec<String>> = match meta.get(META_LABELS) {
+        Some(text) => Some(
+            serde_json::from_str(text)
+                .map_err(|e| read_err(format!("bad labels metadata ({e})")))?,
+        ),
+        None => None,
+    };
     let mut model = config.init(device);
     let mut store = BurnpackStore::from_bytes(Some(bytes));
     let result = model
@@ -436,6 +464,7 @@ pub fn load_native_bytes(
         config,
         preprocess,
         source,
+        labels,
     })
 }
 

@@ -7,14 +7,18 @@ use burn::prelude::*;
 use effnet_model::{EfficientNetConfig, KeyLayout, import_pytorch, load_native};
 
 fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 /// Reads one tensor of a safetensors file as (values, shape).
 fn read(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let t = st.tensor(name).unwrap_or_else(|_| panic!("{name} in {}", path.display()));
+    let t = st
+        .tensor(name)
+        .unwrap_or_else(|_| panic!("{name} in {}", path.display()));
     let v = t
         .data()
         .chunks_exact(4)
@@ -44,12 +48,16 @@ fn assert_close(what: &str, ours: Tensor<2>, want: &[f32]) {
     let ours = ours.into_data().try_into_vec::<f32>().unwrap();
     let (max, rel) = compare(ours, want);
     println!("{what}: max|diff| = {max:.3e}, rel L2 = {rel:.3e}");
-    assert!(max <= 1e-4 && rel <= 1e-5, "{what}: max|diff| {max:e}, rel L2 {rel:e}");
+    assert!(
+        max <= 1e-4 && rel <= 1e-5,
+        "{what}: max|diff| {max:e}, rel L2 {rel:e}"
+    );
 }
 
 fn check_imported(name: &str, weights: &str, layout: KeyLayout) {
     let device = Device::flex();
-    let cfg_text = std::fs::read_to_string(data(&format!("tests/data/parity/{name}.toml"))).unwrap();
+    let cfg_text =
+        std::fs::read_to_string(data(&format!("tests/data/parity/{name}.toml"))).unwrap();
     let cfg = EfficientNetConfig::from_toml(&cfg_text).unwrap();
     let imported = import_pytorch(&data(weights), &cfg, &device).unwrap();
     assert_eq!(imported.layout, layout);
@@ -66,7 +74,11 @@ fn check_imported(name: &str, weights: &str, layout: KeyLayout) {
 
 #[test]
 fn torchvision_layout_v2_matches_torchvision() {
-    check_imported("tv_v2_tiny", "tests/data/parity/tv_v2_tiny.pth", KeyLayout::Torchvision);
+    check_imported(
+        "tv_v2_tiny",
+        "tests/data/parity/tv_v2_tiny.pth",
+        KeyLayout::Torchvision,
+    );
 }
 
 #[test]
@@ -97,15 +109,23 @@ fn mismatched_weights_are_named_errors() {
     // timm tiny weights into the torchvision tiny architecture: shapes differ.
     let cfg_text = std::fs::read_to_string(data("tests/data/parity/tv_v2_tiny.toml")).unwrap();
     let cfg = EfficientNetConfig::from_toml(&cfg_text).unwrap();
-    let err = import_pytorch(&data("tests/data/parity/timm_tf_v2_tiny.safetensors"), &cfg, &device)
-        .err()
-        .expect("must fail");
+    let err = import_pytorch(
+        &data("tests/data/parity/timm_tf_v2_tiny.safetensors"),
+        &cfg,
+        &device,
+    )
+    .err()
+    .expect("must fail");
     let msg = err.to_string();
     assert!(msg.contains("timm_tf_v2_tiny.safetensors"), "{msg}");
     assert!(msg.contains("blocks."), "names a tensor: {msg}");
     // A missing file and a non-checkpoint file.
-    let err = import_pytorch(Path::new("/nonexistent/x.pth"), &cfg, &device).err().unwrap();
+    let err = import_pytorch(Path::new("/nonexistent/x.pth"), &cfg, &device)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("no such file"), "{err}");
-    let err = import_pytorch(&data("tests/data/parity/tv_v2_tiny.toml"), &cfg, &device).err().unwrap();
+    let err = import_pytorch(&data("tests/data/parity/tv_v2_tiny.toml"), &cfg, &device)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("tv_v2_tiny.toml"), "{err}");
 }

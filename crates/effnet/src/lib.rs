@@ -1,1 +1,34 @@
+//! # effnet
+//!
+//! EfficientNet / EfficientNetV2 inference in a few lines, on any burn device, with the bundled
+//! ImageNet-1k EfficientNet-Lite0 weights or any weights imported with `effnet import`.
+//!
+//! ```no_run
+//! use effnet::{Classifier, Device};
+//!
+//! let device = Device::flex(); // or effnet::parse_device("wgpu")?
+//! let classifier = Classifier::bundled(&device)?;
+//! let image = effnet::load_rgb("tests/data/photos/chelsea.png".as_ref())?;
+//! for p in classifier.predict(&image, 5) {
+//!     println!("{} {:.1}%", p.label, 100.0 * p.prob);
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
+mod classifier;
+pub mod labels;
+
+pub use burn::prelude::Device;
+pub use classifier::{BUNDLED_WEIGHTS, Classifier, Prediction};
+pub use effnet_data::{DataError, Interpolation, Preprocess, collect_images, load_rgb};
+pub use effnet_model::{
+    EfficientNet, EfficientNetConfig, ModelError, available_devices, parse_device, preset_names,
+};
+pub use labels::{default_labels, imagenet_labels};
+
+/// Re-exports of the underlying crates for deeper use (training, custom models).
+pub mod reexports {
+    pub use burn;
+    pub use effnet_data;
+    pub use effnet_model;
+}

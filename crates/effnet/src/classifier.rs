@@ -1,0 +1,169 @@
+//! [`Classifier`]: a model, its preprocessing and its class names, ready to predict.
+
+use std::path::Path;
+
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use effnet_data::Preprocess;
+use effnet_model::{EfficientNet, EfficientNetConfig, ModelError, Pretrained, load_native_bytes};
+use image::RgbImage;
+use rayon::prelude::*;
+
+use crate::labels::default_labels;
+
+/// The bundled ImageNet-1k EfficientNet-Lite0 weights (weights/efficientnet_lite0.bpk).
+pub const BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../../weights/efficientnet_lite0.bpk");
+
+/// One ranked class.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Prediction {
+    /// Class index in the model's output.
+    pub index: usize,
+    /// Class name.
+    pub label: String,
+    /// Softmax probability.
+    pub prob: f32,
+}
+
+/// A model with the preprocessing it was trained with and its class names.
+pub struct Classifier {
+    model: EfficientNet,
+    config: EfficientNetConfig,
+    preprocess: Preprocess,
+    labels: Vec<String>,
+    device: Device,
+}
+
+impl Classifier {
+    /// The bundled ImageNet EfficientNet-Lite0, no files or network needed.
+    pub fn bundled(device: &Device) -> Result<Self, ModelError> {
+        let pre = load_native_bytes(
+            Path::new("<bundled efficientnet_lite0>"),
+            BUNDLED_WEIGHTS.to_vec(),
+            device,
+        )?;
+        Ok(Self::from_pretrained(pre, device))
+    }
+
+    /// Weights from an effnet `.bpk` (as written by `effnet import` or `effnet train`).
+    pub fn from_file(path: &Path, device: &Device) -> Result<Self, ModelError> {
+        Ok(Self::from_pretrained(
+            effnet_model::load_native(path, device)?,
+            device,
+        ))
+    }
+
+    /// Wraps an already loaded model.
+    pub fn from_pretrained(pre: Pretrained, device: &Device) -> Self {
+        let labels = pre
+            .labels
+            .filter(|l| l.len() == pre.config.num_classes)
+            .unwrap_or_else(|| default_labels(pre.config.num_classes));
+        Self::new(pre.model, pre.config, pre.preprocess, labels, device)
+    }
+
+    /// Assembles a classifier from parts (e.g. a freshly trained model).
+    pub fn new(
+        model: EfficientNet,
+        config: EfficientNetConfig,
+        preprocess: Preprocess,
+        labels: Vec<String>,
+        device: &Device,
+    ) -> Self {
+        Self {
+            model,
+            config,
+            preprocess,
+            labels,
+            device: device.clone(),
+        }
+    }
+
+    /// Overrides the preprocessing (size, crop, interpolation, mean, std).
+    pub fn with_preprocess(mut self, preprocess: Preprocess) -> Self {
+        self.preprocess = preprocess;
+        self
+    }
+
+    /// Overrides the class names.
+    pub fn with_labels(mut self, labels: Vec<String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// The preprocessing in use.
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    /// The model description.
+    pub fn config(&self) -> &EfficientNetConfig {
+        &self.config
+    }
+
+    /// The class names.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// The network.
+    pub fn model(&self) -> &EfficientNet {
+        &self.model
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Preprocesses images (in parallel) into one `[B, 3, crop, crop]` tensor.
+    pub fn batch_tensor(&self, images: &[RgbImage]) -> Tensor<4> {
+        let c = self.preprocess.crop;
+        let per = 3 * c * c;
+        let mut buf = vec![0f32; images.len() * per];
+        buf.par_chunks_mut(per)
+            .zip(images.par_iter())
+            .for_each(|(out, img)| self.preprocess.apply_into(img, out));
+        Tensor::from_data(TensorData::new(buf, [images.len(), 3, c, c]), &self.device)
+    }
+
+    /// Raw logits `[B, classes]` for a batch of images.
+    pub fn logits(&self, images: &[RgbImage]) -> Tensor<2> {
+        self.model.forward(self.batch_tensor(images))
+    }
+
+    /// Top-`k` classes for each image of a batch.
+    pub fn predict_batch(&self, images: &[RgbImage], k: usize) -> Vec<Vec<Prediction>> {
+        if images.is_empty() {
+            return Vec::new();
+        }
+        let probs = softmax(self.logits(images), 1);
+        let n = self.labels.len().max(1);
+        let values: Vec<f32> = probs
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .unwrap_or_default();
+        values.chunks(n).map(|row| self.top_k(row, k)).collect()
+    }
+
+    /// Top-`k` classes of one image.
+    pub fn predict(&self, image: &RgbImage, k: usize) -> Vec<Prediction> {
+        self.predict_batch(std::slice::from_ref(image), k)
+            .pop()
+            .unwrap_or_default()
+    }
+
+    fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        idx.into_iter()
+            .take(k)
+            .map(|i| Prediction {
+                index: i,
+                label: self.labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                prob: probs[i],
+            })
+            .collect()
+    }
+}

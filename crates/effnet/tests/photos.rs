@@ -1,0 +1,95 @@
+//! The bundled Lite0 gives the reference predictions on real photos, and our preprocessing
+//! reproduces PIL's resize + crop (fixtures: scripts/make_parity_fixtures.py).
+
+use std::path::{Path, PathBuf};
+
+use effnet::{Classifier, Device, load_rgb};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn reference() -> serde_json::Value {
+    let text = std::fs::read_to_string(root().join("tests/data/photos/reference.json")).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
+#[test]
+fn resize_and_crop_match_pil() {
+    let bytes = std::fs::read(root().join("tests/data/parity/lite0_io.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let crops = st.tensor("crops_u8").unwrap();
+    let per = 224 * 224 * 3;
+    let reference = reference();
+    let classifier = Classifier::bundled(&Device::flex()).unwrap();
+    for (i, name) in reference["photos"].as_array().unwrap().iter().enumerate() {
+        let img = load_rgb(
+            &root()
+                .join("tests/data/photos")
+                .join(name.as_str().unwrap()),
+        )
+        .unwrap();
+        let ours = classifier.preprocess().crop_image(&img);
+        let want = &crops.data()[i * per..(i + 1) * per];
+        let diffs: Vec<i32> = ours
+            .as_raw()
+            .iter()
+            .zip(want)
+            .map(|(a, b)| (*a as i32 - *b as i32).abs())
+            .collect();
+        let n = diffs.iter().filter(|d| **d != 0).count();
+        let max = diffs.iter().max().copied().unwrap_or(0);
+        let mean = diffs.iter().sum::<i32>() as f64 / per as f64;
+        println!("{name}: {n} of {per} bytes differ, max {max}, mean {mean:.4}");
+        if name.as_str().unwrap().ends_with(".png") {
+            // Lossless input: the resampling itself must be bit-exact.
+            assert_eq!(n, 0, "{name}: {n} of {per} bytes differ from PIL");
+        } else {
+            // JPEG: the image crate's IDCT/upsampling differs from libjpeg-turbo by a level or two.
+            assert!(max <= 3 && mean < 0.05, "{name}: max {max}, mean {mean}");
+        }
+    }
+}
+
+#[test]
+fn bundled_lite0_matches_reference_top5_on_photos() {
+    let reference = reference();
+    let classifier = Classifier::bundled(&Device::flex()).unwrap();
+    let names: Vec<&str> = reference["photos"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let images: Vec<_> = names
+        .iter()
+        .map(|n| load_rgb(&root().join("tests/data/photos").join(n)).unwrap())
+        .collect();
+    let preds = classifier.predict_batch(&images, 5);
+    for (name, pred) in names.iter().zip(&preds) {
+        let want = reference["top5"][name].as_array().unwrap();
+        assert_eq!(
+            pred[0].label,
+            want[0]["label"].as_str().unwrap(),
+            "{name} top-1"
+        );
+        for (p, w) in pred.iter().zip(want) {
+            assert_eq!(
+                p.index as u64,
+                w["index"].as_u64().unwrap(),
+                "{name} ranking"
+            );
+            let wp = w["prob"].as_f64().unwrap() as f32;
+            assert!(
+                (p.prob - wp).abs() <= 0.01,
+                "{name} {}: {} vs {wp}",
+                p.label,
+                p.prob
+            );
+        }
+    }
+    // The single-image path gives the same answer as the batch path.
+    let one = classifier.predict(&images[0], 3);
+    assert_eq!(one[0].index, preds[0][0].index);
+    assert!((one[0].prob - preds[0][0].prob).abs() < 1e-5);
+}
