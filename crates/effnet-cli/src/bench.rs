@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Time training steps (forward, cross-entropy, backward, AdamW) instead of inference.
+    #[arg(long)]
+    pub train: bool,
 }
 
 /// Runs the benchmark.
@@ -41,30 +44,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let cfg = EfficientNetConfig::from_name_or_file(&a.model)?;
-    let model = cfg.init(&device);
-    let x = Tensor::<4>::random(
-        [a.batch, 3, a.size, a.size],
-        burn::tensor::Distribution::Normal(0.0, 1.0),
-        &device,
-    );
-    let step = || {
-        let y = model.forward(x.clone());
-        // Reading back forces the whole graph to run on asynchronous devices.
-        let _ = y.slice([0..1, 0..1]).into_data();
+    let (first, mut times) = if a.train {
+        time_training(&cfg, &a, &device)
+    } else {
+        time_inference(&cfg, &a, &device)
     };
-    let t0 = Instant::now();
-    step();
-    let first = t0.elapsed().as_secs_f64();
-    for _ in 1..a.warmup {
-        step();
-    }
-    let mut times: Vec<f64> = (0..a.iters)
-        .map(|_| {
-            let t = Instant::now();
-            step();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let ips = a.batch as f64 / median;
@@ -73,13 +57,15 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::json!({
                 "model": cfg.name, "device": a.device, "batch": a.batch, "size": a.size,
+                "mode": if a.train { "train" } else { "infer" },
                 "median_ms": median * 1e3, "img_per_s": ips, "first_iter_s": first,
                 "iters": a.iters,
             })
         );
     } else {
         println!(
-            "{} on {} b{} r{}: {:.1} ms/iter (median of {}), {:.1} img/s; first iteration {:.2} s",
+            "{} {} on {} b{} r{}: {:.1} ms/iter (median of {}), {:.1} img/s; first iteration {:.2} s",
+            if a.train { "train" } else { "infer" },
             cfg.name,
             a.device,
             a.batch,
@@ -91,4 +77,59 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `step` for warm-up and timed iterations: (first-iteration seconds, timed seconds).
+fn time_loop(a: &BenchArgs, mut step: impl FnMut()) -> (f64, Vec<f64>) {
+    let t0 = Instant::now();
+    step();
+    let first = t0.elapsed().as_secs_f64();
+    for _ in 1..a.warmup {
+        step();
+    }
+    let times = (0..a.iters)
+        .map(|_| {
+            let t = Instant::now();
+            step();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    (first, times)
+}
+
+fn random_input(a: &BenchArgs, device: &Device) -> Tensor<4> {
+    Tensor::<4>::random(
+        [a.batch, 3, a.size, a.size],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        device,
+    )
+}
+
+fn time_inference(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (f64, Vec<f64>) {
+    let model = cfg.init(device);
+    let x = random_input(a, device);
+    time_loop(a, || {
+        let y = model.forward(x.clone());
+        // Reading back forces the whole graph to run on asynchronous devices.
+        let _ = y.slice([0..1, 0..1]).into_data();
+    })
+}
+
+fn time_training(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (f64, Vec<f64>) {
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::{AdamWConfig, GradientsParams};
+    let device = device.clone().autodiff();
+    let mut model = Some(cfg.init(&device));
+    let mut optim = AdamWConfig::new().init();
+    let x = random_input(a, &device);
+    let y = Tensor::<1, Int>::arange(0..a.batch as i64, &device)
+        .remainder_scalar(cfg.num_classes as i64);
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    time_loop(a, || {
+        let Some(m) = model.take() else { return };
+        let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        model = Some(optim.step(1e-3, m, grads));
+        let _ = loss.into_data();
+    })
 }

@@ -58,7 +58,8 @@ pub fn decode_rgb(bytes: &[u8], name: &str) -> Result<RgbImage, DataError> {
     if bytes.is_empty() {
         return Err(err("empty input (0 bytes)".into()));
     }
-    let img = image::load_from_memory(bytes).map_err(|e| err(format!("cannot decode image ({e})")))?;
+    let img =
+        image::load_from_memory(bytes).map_err(|e| err(format!("cannot decode image ({e})")))?;
     Ok(img.into_rgb8())
 }
 

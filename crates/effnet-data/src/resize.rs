@@ -296,7 +296,11 @@ mod tests {
     #[test]
     fn constant_image_stays_constant_through_any_filter() {
         let img = RgbImage::from_pixel(37, 23, image::Rgb([200, 17, 99]));
-        for f in [Interpolation::Bilinear, Interpolation::Bicubic, Interpolation::Nearest] {
+        for f in [
+            Interpolation::Bilinear,
+            Interpolation::Bicubic,
+            Interpolation::Nearest,
+        ] {
             for (w, h) in [(10, 10), (80, 51), (37, 5)] {
                 let out = resize(&img, w, h, f);
                 assert!(out.pixels().all(|p| p.0 == [200, 17, 99]), "{f:?} {w}x{h}");
