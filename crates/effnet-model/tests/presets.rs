@@ -127,3 +127,44 @@ fn forward_shapes_and_reset_classifier() {
     assert_eq!(model.num_classes(), 7);
     assert_eq!(model.forward(x).dims(), [2, 7]);
 }
+
+#[test]
+fn width_rounding_rules_differ_only_where_v1_corrects() {
+    use effnet_model::Rounding;
+    use effnet_model::config::round_channels;
+    // Plain rounding to a multiple of 8 (both rules).
+    assert_eq!(round_channels(32, 1.2, Rounding::V2), 40);
+    assert_eq!(round_channels(32, 1.2, Rounding::V1), 40);
+    assert_eq!(round_channels(1280, 1.1, Rounding::V2), 1408);
+    // 17 * 0.7 = 11.9 rounds down to 8, losing > 10 %: V1 adds a divisor, V2 does not.
+    assert_eq!(round_channels(17, 0.7, Rounding::V2), 8);
+    assert_eq!(round_channels(17, 0.7, Rounding::V1), 16);
+    // Never below 8.
+    assert_eq!(round_channels(4, 1.0, Rounding::V2), 8);
+}
+
+#[test]
+fn drop_path_is_per_sample_and_only_in_training() {
+    use effnet_model::DropPath;
+    let plain = Device::flex();
+    let x = Tensor::<4>::ones([64, 2, 3, 3], &plain);
+    let dp = DropPath::new(0.5);
+    // Inference device: identity.
+    let y = dp.forward(x.clone());
+    assert_eq!(y.into_data(), x.clone().into_data());
+    // Autodiff device: each sample either all zeros or all 1/keep = 2.
+    let ad = plain.clone().autodiff();
+    let y = dp.forward(Tensor::<4>::ones([64, 2, 3, 3], &ad));
+    let v: Vec<f32> = y.into_data().convert::<f32>().try_into_vec().unwrap();
+    let mut kept = 0;
+    for sample in v.chunks(18) {
+        assert!(sample.iter().all(|&s| s == sample[0]), "per-sample mask");
+        assert!(
+            sample[0] == 0.0 || (sample[0] - 2.0).abs() < 1e-6,
+            "{}",
+            sample[0]
+        );
+        kept += (sample[0] != 0.0) as usize;
+    }
+    assert!((10..=54).contains(&kept), "about half kept, got {kept}/64");
+}

@@ -154,6 +154,11 @@ impl Classifier {
             .unwrap_or_default()
     }
 
+    /// Top-`k` classes of any decoded image (grayscale, alpha, 16-bit... are converted to RGB).
+    pub fn predict_image(&self, image: &image::DynamicImage, k: usize) -> Vec<Prediction> {
+        self.predict(&image.to_rgb8(), k)
+    }
+
     fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
         let mut idx: Vec<usize> = (0..probs.len()).collect();
         idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));

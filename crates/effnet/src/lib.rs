@@ -31,4 +31,5 @@ pub mod reexports {
     pub use burn;
     pub use effnet_data;
     pub use effnet_model;
+    pub use image;
 }

@@ -93,3 +93,14 @@ fn bundled_lite0_matches_reference_top5_on_photos() {
     assert_eq!(one[0].index, preds[0][0].index);
     assert!((one[0].prob - preds[0][0].prob).abs() < 1e-5);
 }
+
+#[test]
+fn dynamic_image_api_converts_colour_types() {
+    let classifier = Classifier::bundled(&Device::flex()).unwrap();
+    let rgb = load_rgb(&root().join("tests/data/photos/coffee.png")).unwrap();
+    let rgba = image::DynamicImage::ImageRgb8(rgb.clone()).to_rgba8();
+    let from_rgba = classifier.predict_image(&image::DynamicImage::ImageRgba8(rgba), 1);
+    let from_rgb = classifier.predict(&rgb, 1);
+    assert_eq!(from_rgba[0].index, 967, "espresso");
+    assert_eq!(from_rgba, from_rgb);
+}
