@@ -44,7 +44,7 @@ impl std::fmt::Display for Interpolation {
 }
 
 impl Interpolation {
-    fn support(self) -> f64 {
+    pub(crate) fn support(self) -> f64 {
         match self {
             Self::Nearest => 0.5,
             Self::Bilinear => 1.0,
@@ -52,7 +52,7 @@ impl Interpolation {
         }
     }
 
-    fn weight(self, x: f64) -> f64 {
+    pub(crate) fn weight(self, x: f64) -> f64 {
         match self {
             Self::Nearest => {
                 if (-0.5..0.5).contains(&x) {
@@ -82,7 +82,16 @@ impl Interpolation {
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
 
-/// Fixed-point filter taps for one axis: for each output index, the first input index and weights.
+/// Resizes `img` to `width × height` exactly like Pillow's `Image.resize(size, filter)`.
+pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Interpolation) -> RgbImage {
+    let (w, h) = img.dimensions();
+    if (w, h) == (width, height) {
+        return img.clone();
+    }
+    resize_region(img, (0, 0, w, h), width, height, filter)
+}
+
+/// Fixed-point taps: `ksize` slots per output sample, of which the first `len` are used.
 struct Taps {
     start: Vec<usize>,
     len: Vec<usize>,
@@ -90,23 +99,22 @@ struct Taps {
     weights: Vec<i32>,
 }
 
-/// Coefficients for resampling the input span `[in0, in1)` of an axis of length `in_size` to
-/// `out_size` samples, as Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc`.
-fn taps(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpolation) -> Taps {
-    let scale = (in1 - in0) / out_size as f64;
+/// Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` for an axis of `in_size` samples
+/// resampled to `out_size`.
+fn taps(in_size: usize, out_size: usize, filter: Interpolation) -> Taps {
+    let scale = in_size as f64 / out_size as f64;
     let filterscale = scale.max(1.0);
-    let support = filter.support() * filterscale;
-    let ksize = support.ceil() as usize * 2 + 1;
+    let sup = filter.support() * filterscale;
+    let ksize = sup.ceil() as usize * 2 + 1;
     let mut start = Vec::with_capacity(out_size);
-    let mut len = Vec::with_capacity(out_size);
+    let mut lens = Vec::with_capacity(out_size);
     let mut weights = vec![0i32; out_size * ksize];
     let mut k = vec![0f64; ksize];
+    let ss = 1.0 / filterscale;
     for xx in 0..out_size {
-        let center = in0 + (xx as f64 + 0.5) * scale;
-        let ss = 1.0 / filterscale;
-        // C casts truncate toward zero.
-        let xmin = ((center - support + 0.5) as i64).max(0) as usize;
-        let xmax = ((center + support + 0.5) as i64).min(in_size as i64) as usize;
+        let center = (xx as f64 + 0.5) * scale;
+        let xmin = ((center - sup + 0.5) as i64).max(0) as usize;
+        let xmax = ((center + sup + 0.5) as i64).min(in_size as i64) as usize;
         let n = xmax.saturating_sub(xmin).min(ksize);
         let mut ww = 0.0;
         for (x, kx) in k.iter_mut().enumerate().take(n) {
@@ -124,109 +132,162 @@ fn taps(in_size: usize, in0: f64, in1: f64, out_size: usize, filter: Interpolati
             };
         }
         start.push(xmin);
-        len.push(n);
+        lens.push(n);
     }
     Taps {
         start,
-        len,
+        len: lens,
         ksize,
         weights,
     }
 }
 
 #[inline]
-fn clip8(acc: i64) -> u8 {
+fn clip8(acc: i32) -> u8 {
     (acc >> PRECISION_BITS).clamp(0, 255) as u8
 }
 
-/// Resizes `img` to `width × height` exactly like Pillow's `Image.resize(size, filter)`.
-pub fn resize(img: &RgbImage, width: u32, height: u32, filter: Interpolation) -> RgbImage {
-    let (w, h) = img.dimensions();
-    resize_box(img, (0.0, 0.0, w as f64, h as f64), width, height, filter)
+/// Horizontal pass with a compile-time tap count: rows are copied into a zero-padded buffer so
+/// every output reads exactly `KS` taps (the padding taps have weight 0), letting the loop unroll.
+fn hpass<'a, const KS: usize>(
+    ht: &Taps,
+    row_in: &impl Fn(usize) -> &'a [u8],
+    r0: usize,
+    out_w: usize,
+    in_w: usize,
+    tmp: &mut [u8],
+) {
+    let mut padded = vec![0u8; (in_w + KS) * 3];
+    let half = 1i32 << (PRECISION_BITS - 1);
+    for (y, trow) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
+        padded[..in_w * 3].copy_from_slice(row_in(r0 + y));
+        for (xx, o) in trow.chunks_exact_mut(3).enumerate() {
+            let k: &[i32; KS] = ht.weights[xx * KS..][..KS].try_into().unwrap_or(&[0; KS]);
+            let p = &padded[ht.start[xx] * 3..][..KS * 3];
+            let (mut a0, mut a1, mut a2) = (half, half, half);
+            for t in 0..KS {
+                a0 += p[t * 3] as i32 * k[t];
+                a1 += p[t * 3 + 1] as i32 * k[t];
+                a2 += p[t * 3 + 2] as i32 * k[t];
+            }
+            o[0] = clip8(a0);
+            o[1] = clip8(a1);
+            o[2] = clip8(a2);
+        }
+    }
 }
 
-/// Resizes the region `(x0, y0, x1, y1)` of `img` (Pillow's `box=` argument) to `width × height`;
-/// RandomResizedCrop uses this so cropping and scaling happen in one resampling.
-pub fn resize_box(
+/// Horizontal pass for any tap count (each output reads its real `len` taps).
+fn hpass_any<'a>(
+    ht: &Taps,
+    row_in: &impl Fn(usize) -> &'a [u8],
+    r0: usize,
+    out_w: usize,
+    tmp: &mut [u8],
+) {
+    let ks = ht.ksize;
+    let half = 1i32 << (PRECISION_BITS - 1);
+    for (y, trow) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
+        let row = row_in(r0 + y);
+        for (xx, o) in trow.chunks_exact_mut(3).enumerate() {
+            let n = ht.len[xx];
+            let k = &ht.weights[xx * ks..][..n];
+            let p = &row[ht.start[xx] * 3..][..n * 3];
+            let (mut a0, mut a1, mut a2) = (half, half, half);
+            for (px, &kw) in p.chunks_exact(3).zip(k) {
+                a0 += px[0] as i32 * kw;
+                a1 += px[1] as i32 * kw;
+                a2 += px[2] as i32 * kw;
+            }
+            o[0] = clip8(a0);
+            o[1] = clip8(a1);
+            o[2] = clip8(a2);
+        }
+    }
+}
+
+/// Resizes the rectangle `(left, top, width, height)` of `img` (which must lie inside it) to
+/// `out_w × out_h`, exactly as Pillow's `img.crop(box).resize(size)`: how torchvision's
+/// RandomResizedCrop works, without copying the crop.
+pub fn resize_region(
     img: &RgbImage,
-    region: (f64, f64, f64, f64),
-    width: u32,
-    height: u32,
+    (left, top, width, height): (u32, u32, u32, u32),
+    out_w: u32,
+    out_h: u32,
     filter: Interpolation,
 ) -> RgbImage {
-    let (w, h) = img.dimensions();
-    let (x0, y0, x1, y1) = region;
     if filter == Interpolation::Nearest {
-        return resize_nearest(img, region, width, height);
+        let region = (
+            left as f64,
+            top as f64,
+            (left + width) as f64,
+            (top + height) as f64,
+        );
+        return resize_nearest(img, region, out_w, out_h);
     }
-    let full = x0 == 0.0 && y0 == 0.0 && x1 == w as f64 && y1 == h as f64;
-    if full && width == w && height == h {
-        return img.clone();
-    }
-    let need_h = !(width == w && x0 == 0.0 && x1 == w as f64);
-    let need_v = !(height == h && y0 == 0.0 && y1 == h as f64);
+    let (out_w, out_h) = (out_w as usize, out_h as usize);
+    let src_w = img.width() as usize;
     let src = img.as_raw();
-    // Horizontal pass over the rows the vertical pass will read.
-    let vt = taps(h as usize, y0, y1, height as usize, filter);
-    let (row0, rows) = if need_v {
-        let first = *vt.start.first().unwrap_or(&0);
-        let last = vt
-            .start
-            .iter()
-            .zip(&vt.len)
-            .map(|(s, l)| s + l)
-            .max()
-            .unwrap_or(0);
-        (first, last - first)
-    } else {
-        (y0 as usize, height as usize)
+    let (in_w, in_h) = (width as usize, height as usize);
+    let (x0, y0) = (left as usize, top as usize);
+    let need_h = out_w != in_w;
+    let need_v = out_h != in_h;
+    let vt = need_v.then(|| taps(in_h, out_h, filter));
+    // Input rows the vertical pass reads.
+    let (r0, r1) = match &vt {
+        Some(t) => {
+            let first = t.start.first().copied().unwrap_or(0);
+            let last = t
+                .start
+                .iter()
+                .zip(&t.len)
+                .map(|(s, n)| s + n)
+                .max()
+                .unwrap_or(0);
+            (first, last)
+        }
+        None => (0, in_h),
     };
-    let mut tmp: Vec<u8>;
-    let tmp_w;
+    let rows = r1 - r0;
+    let row_in = |y: usize| &src[((y0 + y) * src_w + x0) * 3..][..in_w * 3];
+    // Horizontal pass into `tmp` (rows × out_w × 3).
+    let mut tmp = vec![0u8; rows * out_w * 3];
     if need_h {
-        let ht = taps(w as usize, x0, x1, width as usize, filter);
-        tmp_w = width as usize;
-        tmp = vec![0u8; tmp_w * rows * 3];
-        for y in 0..rows {
-            let srow = &src[(row0 + y) * w as usize * 3..][..w as usize * 3];
-            let drow = &mut tmp[y * tmp_w * 3..][..tmp_w * 3];
-            for xx in 0..tmp_w {
-                let k = &ht.weights[xx * ht.ksize..][..ht.len[xx]];
-                let base = ht.start[xx];
-                let mut acc = [1i64 << (PRECISION_BITS - 1); 3];
-                for (i, &kw) in k.iter().enumerate() {
-                    let p = &srow[(base + i) * 3..][..3];
-                    acc[0] += p[0] as i64 * kw as i64;
-                    acc[1] += p[1] as i64 * kw as i64;
-                    acc[2] += p[2] as i64 * kw as i64;
-                }
-                drow[xx * 3] = clip8(acc[0]);
-                drow[xx * 3 + 1] = clip8(acc[1]);
-                drow[xx * 3 + 2] = clip8(acc[2]);
-            }
+        let ht = taps(in_w, out_w, filter);
+        match ht.ksize {
+            3 => hpass::<3>(&ht, &row_in, r0, out_w, in_w, &mut tmp),
+            5 => hpass::<5>(&ht, &row_in, r0, out_w, in_w, &mut tmp),
+            7 => hpass::<7>(&ht, &row_in, r0, out_w, in_w, &mut tmp),
+            9 => hpass::<9>(&ht, &row_in, r0, out_w, in_w, &mut tmp),
+            _ => hpass_any(&ht, &row_in, r0, out_w, &mut tmp),
         }
     } else {
-        tmp_w = w as usize;
-        tmp = src[row0 * tmp_w * 3..(row0 + rows) * tmp_w * 3].to_vec();
-    }
-    if !need_v {
-        return RgbImage::from_raw(width, height, tmp).unwrap_or_default();
-    }
-    let mut out = vec![0u8; width as usize * height as usize * 3];
-    let stride = tmp_w * 3;
-    for yy in 0..height as usize {
-        let k = &vt.weights[yy * vt.ksize..][..vt.len[yy]];
-        let base = vt.start[yy] - row0;
-        let drow = &mut out[yy * stride..][..stride];
-        for (xc, d) in drow.iter_mut().enumerate() {
-            let mut acc = 1i64 << (PRECISION_BITS - 1);
-            for (i, &kw) in k.iter().enumerate() {
-                acc += tmp[(base + i) * stride + xc] as i64 * kw as i64;
-            }
-            *d = clip8(acc);
+        for (y, trow) in tmp.chunks_exact_mut(out_w * 3).enumerate() {
+            trow.copy_from_slice(row_in(r0 + y));
         }
     }
-    RgbImage::from_raw(width, height, out).unwrap_or_default()
+    let Some(vt) = vt else {
+        return RgbImage::from_raw(out_w as u32, out_h as u32, tmp).unwrap_or_default();
+    };
+    // Vertical pass, one output row at a time.
+    let stride = out_w * 3;
+    let mut out = vec![0u8; out_h * stride];
+    let mut acc = vec![0i32; stride];
+    for (yy, orow) in out.chunks_exact_mut(stride).enumerate() {
+        acc.fill(1i32 << (PRECISION_BITS - 1));
+        let k = &vt.weights[yy * vt.ksize..][..vt.len[yy]];
+        for (i, &kw) in k.iter().enumerate() {
+            let y = vt.start[yy] + i;
+            let trow = &tmp[(y - r0) * stride..][..stride];
+            for (a, &v) in acc.iter_mut().zip(trow) {
+                *a += v as i32 * kw;
+            }
+        }
+        for (o, &a) in orow.iter_mut().zip(&acc) {
+            *o = clip8(a);
+        }
+    }
+    RgbImage::from_raw(out_w as u32, out_h as u32, out).unwrap_or_default()
 }
 
 fn resize_nearest(
