@@ -8,9 +8,21 @@ use burn::prelude::*;
 use clap::Args;
 use effnet::EfficientNetConfig;
 
+/// What `effnet bench` times.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Forward passes.
+    Infer,
+    /// Training steps.
+    Train,
+}
+
 /// Arguments of `effnet bench`.
 #[derive(Args)]
 pub struct BenchArgs {
+    /// What to time: `infer` (default) or `train` (same as --train).
+    #[arg(value_enum, default_value_t = Mode::Infer)]
+    pub mode: Mode,
     /// Architecture preset or model TOML (random weights: speed does not depend on them).
     #[arg(long, default_value = "efficientnetv2_s")]
     pub model: String,
@@ -38,7 +50,8 @@ pub struct BenchArgs {
 }
 
 /// Runs the benchmark.
-pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
+pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
+    a.train |= a.mode == Mode::Train;
     if a.batch == 0 || a.size < 32 || a.iters == 0 {
         anyhow::bail!("--batch and --iters must be >= 1 and --size >= 32");
     }

@@ -168,7 +168,7 @@ fn read_tensors(path: &Path) -> Result<BTreeMap<String, burn_pack::Tensor>, Mode
         let mut store = SafetensorsStore::from_file(path).map_indices_contiguous(false);
         return store
             .get_all_tensors()
-            .map(|t| t.clone())
+            .cloned()
             .map_err(|e| read_err(format!("not a readable safetensors file ({e})")));
     }
     // A PyTorch checkpoint, possibly wrapping the state dict under a top-level key.
