@@ -44,6 +44,9 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Keep BatchNorm as separate layers (inference folds it into the convs by default).
+    #[arg(long)]
+    pub no_fold: bool,
     /// Time training steps (forward, cross-entropy, backward, AdamW) instead of inference.
     #[arg(long)]
     pub train: bool,
@@ -119,7 +122,10 @@ fn random_input(a: &BenchArgs, device: &Device) -> Tensor<4> {
 }
 
 fn time_inference(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (f64, Vec<f64>) {
-    let model = cfg.init(device);
+    let mut model = cfg.init(device);
+    if !a.no_fold {
+        model = model.fold_batchnorm();
+    }
     let x = random_input(a, device);
     time_loop(a, || {
         let y = model.forward(x.clone());

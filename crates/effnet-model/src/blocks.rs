@@ -20,6 +20,33 @@ pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
     }
 }
 
+/// Conv followed by its BatchNorm, unless the BN was folded into the conv (inference).
+pub fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+    let y = conv.forward(x);
+    match bn {
+        Some(bn) => bn.forward(y),
+        None => y,
+    }
+}
+
+/// Folds an inference BatchNorm into the preceding conv: `w·s`, `b·s + β − μ·s` with
+/// `s = γ / sqrt(σ² + ε)`. One pass over memory fewer per layer; the BN is removed.
+pub fn fold_bn(conv: &mut Conv2d, bn: &mut Option<BatchNorm>) {
+    let Some(b) = bn.take() else {
+        return;
+    };
+    let scale = b.gamma.val() / b.running_var.value().add_scalar(b.epsilon).sqrt();
+    let [c] = scale.dims();
+    let weight = conv.weight.val() * scale.clone().reshape([c, 1, 1, 1]);
+    let shift = b.beta.val() - b.running_mean.value() * scale.clone();
+    let bias = match &conv.bias {
+        Some(old) => old.val() * scale + shift,
+        None => shift,
+    };
+    conv.weight = Param::from_tensor(weight);
+    conv.bias = Some(Param::from_tensor(bias));
+}
+
 /// Settings shared by every conv/BN pair in one network.
 #[derive(Clone, Copy, Debug)]
 pub struct LayerSettings {
@@ -152,7 +179,7 @@ pub struct ConvBnAct {
     /// k×k conv.
     pub conv: Conv2d,
     /// Its BatchNorm.
-    pub bn1: BatchNorm,
+    pub bn1: Option<BatchNorm>,
     /// Stochastic depth on the residual branch.
     pub drop_path: DropPath,
     /// Whether input is added back.
@@ -168,11 +195,11 @@ pub struct EdgeResidual {
     /// k×k expansion conv.
     pub conv_exp: Conv2d,
     /// BN after expansion.
-    pub bn1: BatchNorm,
+    pub bn1: Option<BatchNorm>,
     /// 1×1 projection.
     pub conv_pwl: Conv2d,
     /// BN after projection (no activation).
-    pub bn2: BatchNorm,
+    pub bn2: Option<BatchNorm>,
     /// Stochastic depth on the residual branch.
     pub drop_path: DropPath,
     /// Whether input is added back.
@@ -188,13 +215,13 @@ pub struct DepthwiseSeparable {
     /// Depthwise conv.
     pub conv_dw: Conv2d,
     /// BN after the depthwise conv.
-    pub bn1: BatchNorm,
+    pub bn1: Option<BatchNorm>,
     /// Optional squeeze-excitation.
     pub se: Option<SqueezeExcite>,
     /// 1×1 projection.
     pub conv_pw: Conv2d,
     /// BN after projection (no activation).
-    pub bn2: BatchNorm,
+    pub bn2: Option<BatchNorm>,
     /// Stochastic depth on the residual branch.
     pub drop_path: DropPath,
     /// Whether input is added back.
@@ -210,17 +237,17 @@ pub struct InvertedResidual {
     /// 1×1 expansion conv.
     pub conv_pw: Conv2d,
     /// BN after expansion.
-    pub bn1: BatchNorm,
+    pub bn1: Option<BatchNorm>,
     /// Depthwise conv (strided).
     pub conv_dw: Conv2d,
     /// BN after the depthwise conv.
-    pub bn2: BatchNorm,
+    pub bn2: Option<BatchNorm>,
     /// Optional squeeze-excitation.
     pub se: Option<SqueezeExcite>,
     /// 1×1 projection.
     pub conv_pwl: Conv2d,
     /// BN after projection (no activation).
-    pub bn3: BatchNorm,
+    pub bn3: Option<BatchNorm>,
     /// Stochastic depth on the residual branch.
     pub drop_path: DropPath,
     /// Whether input is added back.
@@ -292,38 +319,38 @@ impl Block {
         match (kind, expand) {
             (BlockKind::Fused, 1) => Block::ConvBnAct(ConvBnAct {
                 conv: layers.conv(cin, cout, kernel, stride, 1, device),
-                bn1: layers.bn(cout, device),
+                bn1: Some(layers.bn(cout, device)),
                 drop_path,
                 has_skip,
                 act,
             }),
             (BlockKind::Fused, _) => Block::EdgeResidual(EdgeResidual {
                 conv_exp: layers.conv(cin, mid, kernel, stride, 1, device),
-                bn1: layers.bn(mid, device),
+                bn1: Some(layers.bn(mid, device)),
                 conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
-                bn2: layers.bn(cout, device),
+                bn2: Some(layers.bn(cout, device)),
                 drop_path,
                 has_skip,
                 act,
             }),
             (BlockKind::Mbconv, 1) => Block::DepthwiseSeparable(DepthwiseSeparable {
                 conv_dw: layers.conv(cin, cin, kernel, stride, cin, device),
-                bn1: layers.bn(cin, device),
+                bn1: Some(layers.bn(cin, device)),
                 se,
                 conv_pw: layers.conv(cin, cout, 1, 1, 1, device),
-                bn2: layers.bn(cout, device),
+                bn2: Some(layers.bn(cout, device)),
                 drop_path,
                 has_skip,
                 act,
             }),
             (BlockKind::Mbconv, _) => Block::InvertedResidual(InvertedResidual {
                 conv_pw: layers.conv(cin, mid, 1, 1, 1, device),
-                bn1: layers.bn(mid, device),
+                bn1: Some(layers.bn(mid, device)),
                 conv_dw: layers.conv(mid, mid, kernel, stride, mid, device),
-                bn2: layers.bn(mid, device),
+                bn2: Some(layers.bn(mid, device)),
                 se,
                 conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
-                bn3: layers.bn(cout, device),
+                bn3: Some(layers.bn(cout, device)),
                 drop_path,
                 has_skip,
                 act,
@@ -335,33 +362,53 @@ impl Block {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let (y, skip, drop_path) = match self {
             Block::ConvBnAct(b) => {
-                let y = activate(b.bn1.forward(b.conv.forward(x.clone())), b.act);
+                let y = activate(conv_bn(&b.conv, &b.bn1, x.clone()), b.act);
                 (y, b.has_skip, &b.drop_path)
             }
             Block::EdgeResidual(b) => {
-                let y = activate(b.bn1.forward(b.conv_exp.forward(x.clone())), b.act);
-                let y = b.bn2.forward(b.conv_pwl.forward(y));
+                let y = activate(conv_bn(&b.conv_exp, &b.bn1, x.clone()), b.act);
+                let y = conv_bn(&b.conv_pwl, &b.bn2, y);
                 (y, b.has_skip, &b.drop_path)
             }
             Block::DepthwiseSeparable(b) => {
-                let mut y = activate(b.bn1.forward(b.conv_dw.forward(x.clone())), b.act);
+                let mut y = activate(conv_bn(&b.conv_dw, &b.bn1, x.clone()), b.act);
                 if let Some(se) = &b.se {
                     y = se.forward(y);
                 }
-                let y = b.bn2.forward(b.conv_pw.forward(y));
+                let y = conv_bn(&b.conv_pw, &b.bn2, y);
                 (y, b.has_skip, &b.drop_path)
             }
             Block::InvertedResidual(b) => {
-                let y = activate(b.bn1.forward(b.conv_pw.forward(x.clone())), b.act);
-                let mut y = activate(b.bn2.forward(b.conv_dw.forward(y)), b.act);
+                let y = activate(conv_bn(&b.conv_pw, &b.bn1, x.clone()), b.act);
+                let mut y = activate(conv_bn(&b.conv_dw, &b.bn2, y), b.act);
                 if let Some(se) = &b.se {
                     y = se.forward(y);
                 }
-                let y = b.bn3.forward(b.conv_pwl.forward(y));
+                let y = conv_bn(&b.conv_pwl, &b.bn3, y);
                 (y, b.has_skip, &b.drop_path)
             }
         };
         if skip { drop_path.forward(y) + x } else { y }
+    }
+
+    /// Folds every BatchNorm of the block into its conv (inference only).
+    pub fn fold_batchnorm(&mut self) {
+        match self {
+            Block::ConvBnAct(b) => fold_bn(&mut b.conv, &mut b.bn1),
+            Block::EdgeResidual(b) => {
+                fold_bn(&mut b.conv_exp, &mut b.bn1);
+                fold_bn(&mut b.conv_pwl, &mut b.bn2);
+            }
+            Block::DepthwiseSeparable(b) => {
+                fold_bn(&mut b.conv_dw, &mut b.bn1);
+                fold_bn(&mut b.conv_pw, &mut b.bn2);
+            }
+            Block::InvertedResidual(b) => {
+                fold_bn(&mut b.conv_pw, &mut b.bn1);
+                fold_bn(&mut b.conv_dw, &mut b.bn2);
+                fold_bn(&mut b.conv_pwl, &mut b.bn3);
+            }
+        }
     }
 
     /// Stochastic-depth rate of this block.

@@ -5,7 +5,7 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::blocks::{Block, BlockSpec, LayerSettings, activate};
+use crate::blocks::{Block, BlockSpec, LayerSettings, activate, conv_bn, fold_bn};
 use crate::config::{Activation, EfficientNetConfig};
 
 /// An EfficientNet / EfficientNetV2 / Lite network. Field names follow timm
@@ -15,13 +15,13 @@ pub struct EfficientNet {
     /// 3×3 stride-2 stem conv.
     pub conv_stem: Conv2d,
     /// Stem BatchNorm.
-    pub bn1: BatchNorm,
+    pub bn1: Option<BatchNorm>,
     /// Stages, each a list of blocks.
     pub blocks: Vec<Vec<Block>>,
     /// 1×1 head conv.
     pub conv_head: Conv2d,
     /// Head BatchNorm.
-    pub bn2: BatchNorm,
+    pub bn2: Option<BatchNorm>,
     /// Dropout before the classifier.
     pub dropout: Dropout,
     /// Final linear layer.
@@ -77,10 +77,10 @@ impl EfficientNetConfig {
         let head = self.head_out();
         EfficientNet {
             conv_stem: layers.conv(3, stem, 3, 2, 1, device),
-            bn1: layers.bn(stem, device),
+            bn1: Some(layers.bn(stem, device)),
             blocks,
             conv_head: layers.conv(last, head, 1, 1, 1, device),
-            bn2: layers.bn(head, device),
+            bn2: Some(layers.bn(head, device)),
             dropout: DropoutConfig::new(self.dropout).init(),
             classifier: new_classifier(head, self.num_classes, device),
             act: self.activation,
@@ -108,13 +108,13 @@ impl EfficientNet {
 
     /// Everything up to and including the head conv + BN + activation: `[B, F, H/32, W/32]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = activate(self.bn1.forward(self.conv_stem.forward(x)), self.act);
+        let mut x = activate(conv_bn(&self.conv_stem, &self.bn1, x), self.act);
         for stage in &self.blocks {
             for block in stage {
                 x = block.forward(x);
             }
         }
-        activate(self.bn2.forward(self.conv_head.forward(x)), self.act)
+        activate(conv_bn(&self.conv_head, &self.bn2, x), self.act)
     }
 
     /// Global average pool, dropout and classifier; `pre_logits` stops after the pool.
@@ -145,6 +145,22 @@ impl EfficientNet {
         self.num_params() - running
     }
 
+    /// Folds every BatchNorm into its conv for inference: same outputs, fewer memory passes.
+    /// The result cannot be trained further or loaded with BN weights again.
+    pub fn fold_batchnorm(mut self) -> Self {
+        fold_bn(&mut self.conv_stem, &mut self.bn1);
+        for block in self.blocks.iter_mut().flatten() {
+            block.fold_batchnorm();
+        }
+        fold_bn(&mut self.conv_head, &mut self.bn2);
+        self
+    }
+
+    /// Whether [`fold_batchnorm`](Self::fold_batchnorm) has been applied.
+    pub fn is_folded(&self) -> bool {
+        self.bn1.is_none()
+    }
+
     /// Sets the dropout rate (progressive learning changes it between stages).
     pub fn set_dropout(mut self, prob: f64) -> Self {
         self.dropout.prob = prob;
@@ -170,6 +186,6 @@ impl EfficientNet {
                 Block::InvertedResidual(b) => all.extend([&b.bn1, &b.bn2, &b.bn3]),
             }
         }
-        all.into_iter()
+        all.into_iter().flatten()
     }
 }

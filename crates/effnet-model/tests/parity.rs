@@ -69,7 +69,11 @@ fn check_imported(name: &str, weights: &str, layout: KeyLayout) {
     let f = model.forward_features(x.clone());
     let f2: Tensor<2> = f.flatten(1, 3);
     assert_close(&format!("{name} features"), f2, &feats);
-    assert_close(&format!("{name} logits"), model.forward(x), &logits);
+    assert_close(&format!("{name} logits"), model.forward(x.clone()), &logits);
+    // BatchNorm folded into the convs (what inference uses) gives the same logits.
+    let folded = model.fold_batchnorm();
+    assert!(folded.is_folded());
+    assert_close(&format!("{name} folded logits"), folded.forward(x), &logits);
 }
 
 #[test]
@@ -96,10 +100,16 @@ fn real_lite0_weights_match_reference_logits() {
     let pre = load_native(&data("weights/efficientnet_lite0.bpk"), &device).unwrap();
     assert_eq!(pre.config.name, "efficientnet_lite0");
     let io = data("tests/data/parity/lite0_io.safetensors");
+    let folded = pre.model.clone().fold_batchnorm();
     for (input, logits) in [("input", "logits"), ("random_input", "random_logits")] {
         let x = tensor4(read(&io, input), &device);
         let (want, _) = read(&io, logits);
-        assert_close(&format!("lite0 {input}"), pre.model.forward(x), &want);
+        assert_close(
+            &format!("lite0 {input}"),
+            pre.model.forward(x.clone()),
+            &want,
+        );
+        assert_close(&format!("lite0 folded {input}"), folded.forward(x), &want);
     }
 }
 

@@ -62,7 +62,8 @@ impl Classifier {
         Self::new(pre.model, pre.config, pre.preprocess, labels, device)
     }
 
-    /// Assembles a classifier from parts (e.g. a freshly trained model).
+    /// Assembles a classifier from parts (e.g. a freshly trained model). BatchNorm is folded into
+    /// the convs: a classifier only predicts (fine-tune the [`EfficientNet`] itself instead).
     pub fn new(
         model: EfficientNet,
         config: EfficientNetConfig,
@@ -71,7 +72,7 @@ impl Classifier {
         device: &Device,
     ) -> Self {
         Self {
-            model,
+            model: model.fold_batchnorm(),
             config,
             preprocess,
             labels,
@@ -106,7 +107,7 @@ impl Classifier {
         &self.labels
     }
 
-    /// The network.
+    /// The network, with BatchNorm folded into the convs.
     pub fn model(&self) -> &EfficientNet {
         &self.model
     }
