@@ -24,6 +24,10 @@ enum Command {
     Import(import::ImportArgs),
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),
+    /// Train on an ImageNet-format folder tree with progressive learning (see configs/train/).
+    Train(effnet_train::TrainArgs),
+    /// Top-1/top-5 of weights on a labelled folder tree (timm validate.py-style JSON).
+    Eval(effnet_train::EvalArgs),
     /// List the model presets with their parameter counts.
     Models,
 }
@@ -47,6 +51,8 @@ fn main() -> ExitCode {
         Command::Infer(a) => infer::run(a),
         Command::Import(a) => import::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Train(a) => a.run().map(|()| ExitCode::SUCCESS),
+        Command::Eval(a) => a.run().map(|()| ExitCode::SUCCESS),
         Command::Models => models(),
     };
     match result {

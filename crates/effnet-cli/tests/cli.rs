@@ -232,3 +232,98 @@ fn imported_weights_run_with_their_stored_preprocessing() {
     assert_eq!(probs.len(), 3);
     assert!(probs[0] >= probs[1] && probs[1] >= probs[2], "{s}");
 }
+
+/// A tiny real-image dataset (three texture classes, crops of the bundled Lite0 test photos would
+/// be too alike): textures from crates/effnet-train/tests/data, 48×48 crops.
+fn make_textures(root: &Path) {
+    let src = root_dir().join("crates/effnet-train/tests/data");
+    for (ci, name) in ["brick", "grass", "gravel"].iter().enumerate() {
+        let img = image::open(src.join(format!("{name}.png")))
+            .unwrap()
+            .to_rgb8();
+        let (w, h) = img.dimensions();
+        for split in ["train", "val"] {
+            let dir = root.join(split).join(name);
+            std::fs::create_dir_all(&dir).unwrap();
+            // Train crops from the left half, val crops from the right half.
+            let x0 = if split == "train" { 0 } else { w / 2 };
+            for k in 0..12u32 {
+                let x = x0 + (k * 37 + ci as u32 * 11) % (w / 2 - 48);
+                let y = (k * 53) % (h - 48);
+                let crop = image::imageops::crop_imm(&img, x, y, 48, 48).to_image();
+                crop.save(dir.join(format!("{k}.png"))).unwrap();
+            }
+        }
+    }
+}
+
+fn root_dir() -> PathBuf {
+    root()
+}
+
+#[test]
+fn train_then_eval_then_infer_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("textures");
+    make_textures(&data);
+    let runs = dir.path().join("runs");
+    let out = effnet(&[
+        "train",
+        "--config",
+        "configs/train/tiny_cpu.toml",
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        runs.to_str().unwrap(),
+        "--epochs",
+        "2",
+        "--experiment",
+        "smoke",
+        "--set",
+        "data.eval_size=48",
+        "--set",
+        "progressive.size=[40,48]",
+    ]);
+    assert!(out.status.success(), "train failed: {}", text(&out.stderr));
+    let run = runs.join("smoke");
+    for f in ["summary.csv", "config.toml", "best.bpk"] {
+        assert!(run.join(f).exists(), "{f} missing in {}", run.display());
+    }
+    let summary = std::fs::read_to_string(run.join("summary.csv")).unwrap();
+    assert_eq!(summary.lines().count(), 3, "header + 2 epochs: {summary}");
+
+    let best = run.join("best.bpk");
+    let out = effnet(&[
+        "eval",
+        "--weights",
+        best.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "eval failed: {}", text(&out.stderr));
+    let s = text(&out.stdout);
+    let json = s
+        .split("--result\n")
+        .nth(1)
+        .expect("timm-style --result block");
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["img_size"], 48, "{v}");
+    let top1 = v["top1"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&top1), "{v}");
+
+    // The trained weights carry their class names: infer prints texture names, not indices.
+    let val_img = data.join("val/grass/0.png");
+    let out = effnet(&[
+        "infer",
+        "--weights",
+        best.to_str().unwrap(),
+        "--topk",
+        "3",
+        val_img.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    for name in ["brick", "grass", "gravel"] {
+        assert!(s.contains(name), "{s}");
+    }
+}

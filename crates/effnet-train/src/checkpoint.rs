@@ -1,0 +1,255 @@
+//! Resumable checkpoints. Each one is a folder (`checkpoints/ckpt-<step>/`) with the model, the
+//! EMA model, the optimiser state and `state.json` (epoch, step, stage, EMA counter, best metric,
+//! history). It is written under a temporary name and renamed into place, and `latest.json` is
+//! replaced the same way only afterwards: a crash or a full disk at any point leaves the previous
+//! checkpoint complete and still referenced.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::optim::ModuleOptimizer;
+use burn::prelude::*;
+use effnet_model::{EfficientNet, EfficientNetConfig, Preprocess, load_native, save_native};
+use serde::{Deserialize, Serialize};
+
+/// One row of `summary.csv` (one finished epoch).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct EpochRow {
+    /// Epoch index (0-based).
+    pub epoch: usize,
+    /// Progressive stage.
+    pub stage: usize,
+    /// Training image size.
+    pub img_size: usize,
+    /// Mean training loss over the epoch.
+    pub train_loss: f64,
+    /// Validation loss of the raw weights.
+    pub eval_loss: f64,
+    /// Validation top-1 (%) of the raw weights.
+    pub eval_top1: f64,
+    /// Validation top-5 (%) of the raw weights.
+    pub eval_top5: f64,
+    /// Validation top-1 (%) of the EMA weights.
+    pub ema_top1: Option<f64>,
+    /// Validation top-5 (%) of the EMA weights.
+    pub ema_top5: Option<f64>,
+    /// Learning rate at the end of the epoch.
+    pub lr: f64,
+    /// Training throughput.
+    pub img_per_sec: f64,
+    /// Seconds spent in the epoch (training and evaluation).
+    pub epoch_secs: f64,
+}
+
+/// Everything besides tensors needed to continue a run exactly where it stopped.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct TrainState {
+    /// Epoch in progress (or the next one when `step_in_epoch` is 0).
+    pub epoch: usize,
+    /// Optimiser steps already done in that epoch.
+    pub step_in_epoch: usize,
+    /// Optimiser steps done in the whole run. Every random stream (data order and augmentation,
+    /// mixup, stochastic depth, dropout) is derived from `(seed, epoch, step)`, so this position
+    /// *is* the RNG state.
+    pub global_step: u64,
+    /// Progressive stage in progress.
+    pub stage: usize,
+    /// Base seed of the run.
+    pub seed: u64,
+    /// EMA updates done (drives the EMA warmup).
+    pub ema_updates: u64,
+    /// Running sum of the training loss in the current epoch (to report a correct mean).
+    pub epoch_loss_sum: f64,
+    /// Best validation top-1 so far (raw or EMA); negative before the first evaluation.
+    pub best_top1: f64,
+    /// Epoch of the best top-1.
+    pub best_epoch: Option<usize>,
+    /// Whether the best weights are the EMA ones.
+    pub best_is_ema: bool,
+    /// Finished epochs.
+    pub history: Vec<EpochRow>,
+}
+
+/// A checkpoint read back from disk.
+pub struct Loaded {
+    /// Training weights (on the requested device).
+    pub model: EfficientNet,
+    /// EMA weights, if the run keeps them.
+    pub ema: Option<EfficientNet>,
+    /// Optimiser with its state.
+    pub optim: ModuleOptimizer,
+    /// Position and history.
+    pub state: TrainState,
+    /// Folder it came from.
+    pub dir: PathBuf,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Latest {
+    checkpoint: String,
+    global_step: u64,
+}
+
+/// Writes `text` to `path` through `path.tmp` + rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = effnet_model::weights::tmp_path(path);
+    let mut f = fs::File::create(&tmp)
+        .with_context(|| format!("cannot create {} (disk full or read-only?)", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
+    Ok(())
+}
+
+/// Everything a checkpoint contains, borrowed from the trainer.
+pub struct Snapshot<'a> {
+    /// Inference copy of the training weights.
+    pub model: &'a EfficientNet,
+    /// EMA weights.
+    pub ema: Option<&'a EfficientNet>,
+    /// Optimiser.
+    pub optim: &'a ModuleOptimizer,
+    /// Position.
+    pub state: &'a TrainState,
+    /// Model description stored with the weights.
+    pub config: &'a EfficientNetConfig,
+    /// Preprocessing stored with the weights.
+    pub preprocess: &'a Preprocess,
+}
+
+/// Writes a checkpoint of `snap` into `run/checkpoints/ckpt-<step>` and points `latest.json` at
+/// it; then deletes all but the newest `keep_last` checkpoints.
+pub fn save(run: &Path, snap: &Snapshot<'_>, keep_last: usize) -> Result<PathBuf> {
+    let root = run.join("checkpoints");
+    fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
+    let name = format!("ckpt-{:08}", snap.state.global_step);
+    let dir = root.join(&name);
+    let tmp = root.join(format!("{name}.tmp"));
+    if tmp.is_dir() {
+        fs::remove_dir_all(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
+    } else if tmp.exists() {
+        fs::remove_file(&tmp).with_context(|| format!("cannot clear {}", tmp.display()))?;
+    }
+    fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    let source = format!("effnet train checkpoint, step {}", snap.state.global_step);
+    save_native(
+        &tmp.join("model.bpk"),
+        snap.model,
+        snap.config,
+        snap.preprocess,
+        &source,
+    )
+    .context("saving model weights")?;
+    if let Some(ema) = snap.ema {
+        save_native(
+            &tmp.join("ema.bpk"),
+            ema,
+            snap.config,
+            snap.preprocess,
+            &source,
+        )
+        .context("saving EMA weights")?;
+    }
+    snap.optim
+        .save(tmp.join("optim.bpk"))
+        .map_err(|e| anyhow::anyhow!("saving optimiser state in {}: {e:?}", tmp.display()))?;
+    write_atomic(
+        &tmp.join("state.json"),
+        serde_json::to_string_pretty(snap.state)?.as_bytes(),
+    )?;
+    if dir.exists() {
+        fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+    }
+    fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
+    let latest = Latest {
+        checkpoint: format!("checkpoints/{name}"),
+        global_step: snap.state.global_step,
+    };
+    write_atomic(
+        &run.join("latest.json"),
+        serde_json::to_string_pretty(&latest)?.as_bytes(),
+    )
+    .context(
+        "checkpoint written but latest.json not updated; the previous checkpoint stays current",
+    )?;
+    prune(&root, &name, keep_last);
+    Ok(dir)
+}
+
+fn prune(root: &Path, current: &str, keep_last: usize) {
+    let Ok(rd) = fs::read_dir(root) else { return };
+    let mut names: Vec<String> = rd
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("ckpt-") && !n.ends_with(".tmp"))
+        .collect();
+    names.sort();
+    let n = names.len();
+    for old in names.into_iter().take(n.saturating_sub(keep_last)) {
+        if old != current {
+            let _ = fs::remove_dir_all(root.join(old));
+        }
+    }
+}
+
+/// The checkpoint folder `latest.json` of `run` points at.
+pub fn latest(run: &Path) -> Result<PathBuf> {
+    let p = run.join("latest.json");
+    let text = fs::read_to_string(&p).with_context(|| {
+        format!(
+            "{} has no checkpoint to resume from ({} missing)",
+            run.display(),
+            p.display()
+        )
+    })?;
+    let l: Latest =
+        serde_json::from_str(&text).with_context(|| format!("corrupt {}", p.display()))?;
+    let dir = run.join(&l.checkpoint);
+    if !dir.join("state.json").is_file() {
+        bail!(
+            "{} points at {}, which is incomplete",
+            p.display(),
+            dir.display()
+        );
+    }
+    Ok(dir)
+}
+
+/// Loads the latest checkpoint of `run` onto the inference `device` (call `Module::train` to
+/// train it); `optim` is a freshly built optimiser of
+/// the same recipe whose state gets replaced.
+pub fn load(run: &Path, device: &Device, optim: ModuleOptimizer) -> Result<Loaded> {
+    let dir = latest(run)?;
+    let state_path = dir.join("state.json");
+    let state: TrainState = serde_json::from_str(
+        &fs::read_to_string(&state_path)
+            .with_context(|| format!("cannot read {}", state_path.display()))?,
+    )
+    .with_context(|| format!("corrupt {}", state_path.display()))?;
+    let model = load_native(&dir.join("model.bpk"), device)
+        .with_context(|| format!("loading checkpoint weights from {}", dir.display()))?
+        .model;
+    let ema_path = dir.join("ema.bpk");
+    let ema = if ema_path.is_file() {
+        Some(
+            load_native(&ema_path, device)
+                .with_context(|| format!("loading EMA weights from {}", dir.display()))?
+                .model,
+        )
+    } else {
+        None
+    };
+    let optim = optim
+        .load(dir.join("optim.bpk"))
+        .map_err(|e| anyhow::anyhow!("loading optimiser state from {}: {e:?}", dir.display()))?;
+    Ok(Loaded {
+        model,
+        ema,
+        optim,
+        state,
+        dir,
+    })
+}
