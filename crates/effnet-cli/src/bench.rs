@@ -127,8 +127,14 @@ fn time_inference(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (
         model = model.fold_batchnorm();
     }
     let x = random_input(a, device);
+    // The same path as `effnet infer`: on the CPU the batch is split across the rayon threads.
+    let parts = if *device == Device::flex() {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
     time_loop(a, || {
-        let y = model.forward(x.clone());
+        let y = model.forward_split(x.clone(), parts);
         // Reading back forces the whole graph to run on asynchronous devices.
         let _ = y.slice([0..1, 0..1]).into_data();
     })

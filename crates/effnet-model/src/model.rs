@@ -106,6 +106,25 @@ impl EfficientNet {
         self.forward_head(self.forward_features(x), false)
     }
 
+    /// [`forward`](Self::forward) with the batch split into `parts` sub-batches run on rayon
+    /// threads. burn's CPU backend keeps only about one core busy per forward; splitting the
+    /// batch keeps all of them busy (1.45x on 2 cores for V2-S batch 8). Same result as `forward`.
+    pub fn forward_split(&self, x: Tensor<4>, parts: usize) -> Tensor<2> {
+        use rayon::prelude::*;
+        let b = x.dims()[0];
+        let parts = parts.clamp(1, b.max(1));
+        if parts == 1 {
+            return self.forward(x);
+        }
+        let chunk = b.div_ceil(parts);
+        let starts: Vec<usize> = (0..b).step_by(chunk).collect();
+        let outs: Vec<Tensor<2>> = starts
+            .into_par_iter()
+            .map(|s| self.forward(x.clone().slice([s..(s + chunk).min(b)])))
+            .collect();
+        Tensor::cat(outs, 0)
+    }
+
     /// Everything up to and including the head conv + BN + activation: `[B, F, H/32, W/32]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = activate(conv_bn(&self.conv_stem, &self.bn1, x), self.act);

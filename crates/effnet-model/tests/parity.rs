@@ -101,6 +101,10 @@ fn real_lite0_weights_match_reference_logits() {
     assert_eq!(pre.config.name, "efficientnet_lite0");
     let io = data("tests/data/parity/lite0_io.safetensors");
     let folded = pre.model.clone().fold_batchnorm();
+    // Splitting a batch across threads gives the same logits.
+    let x = tensor4(read(&io, "input"), &device);
+    let (want, _) = read(&io, "logits");
+    assert_close("lite0 forward_split(3)", folded.forward_split(x, 3), &want);
     for (input, logits) in [("input", "logits"), ("random_input", "random_logits")] {
         let x = tensor4(read(&io, input), &device);
         let (want, _) = read(&io, logits);

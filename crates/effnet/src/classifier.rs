@@ -128,9 +128,15 @@ impl Classifier {
         Tensor::from_data(TensorData::new(buf, [images.len(), 3, c, c]), &self.device)
     }
 
-    /// Raw logits `[B, classes]` for a batch of images.
+    /// Raw logits `[B, classes]` for a batch of images. On the CPU the batch is split across
+    /// the rayon threads (see [`EfficientNet::forward_split`]).
     pub fn logits(&self, images: &[RgbImage]) -> Tensor<2> {
-        self.model.forward(self.batch_tensor(images))
+        let x = self.batch_tensor(images);
+        if self.device == Device::flex() {
+            self.model.forward_split(x, rayon::current_num_threads())
+        } else {
+            self.model.forward(x)
+        }
     }
 
     /// Top-`k` classes for each image of a batch.
