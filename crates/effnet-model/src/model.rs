@@ -120,7 +120,7 @@ impl EfficientNet {
         let starts: Vec<usize> = (0..b).step_by(chunk).collect();
         let outs: Vec<Tensor<2>> = starts
             .into_par_iter()
-            .map(|s| self.forward(x.clone().slice([s..(s + chunk).min(b)])))
+            .map(|s| self.forward(x.clone().narrow(0, s, chunk.min(b - s))))
             .collect();
         Tensor::cat(outs, 0)
     }
