@@ -127,14 +127,9 @@ fn time_inference(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (
         model = model.fold_batchnorm();
     }
     let x = random_input(a, device);
-    // The same path as `effnet infer`: on the CPU the batch is split across the rayon threads.
-    let parts = if *device == Device::flex() {
-        rayon::current_num_threads()
-    } else {
-        1
-    };
+    // The same path as `effnet infer` (CPU batches split across the rayon threads).
     time_loop(a, || {
-        let y = model.forward_split(x.clone(), parts);
+        let y = model.forward_inference(x.clone());
         // Reading back forces the whole graph to run on asynchronous devices.
         let _ = y.slice([0..1, 0..1]).into_data();
     })

@@ -125,6 +125,16 @@ impl EfficientNet {
         Tensor::cat(outs, 0)
     }
 
+    /// Inference forward that uses every core: on the CPU backend the batch is split across the
+    /// rayon threads ([`forward_split`](Self::forward_split)); other devices run it whole.
+    pub fn forward_inference(&self, x: Tensor<4>) -> Tensor<2> {
+        if x.device() == Device::flex() {
+            self.forward_split(x, rayon::current_num_threads())
+        } else {
+            self.forward(x)
+        }
+    }
+
     /// Everything up to and including the head conv + BN + activation: `[B, F, H/32, W/32]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         let mut x = activate(conv_bn(&self.conv_stem, &self.bn1, x), self.act);

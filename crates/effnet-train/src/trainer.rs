@@ -131,14 +131,8 @@ pub fn evaluate(
             bail!("label {bad} but the model has only {classes} classes");
         }
         let x = images_tensor(batch.images, b, batch.size, device);
-        // On the CPU, split the batch across threads (one forward keeps ~1 core busy).
-        let parts = if *device == Device::flex() {
-            workers.max(1)
-        } else {
-            1
-        };
         let logits: Vec<f32> = model
-            .forward_split(x, parts)
+            .forward_inference(x)
             .into_data()
             .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;

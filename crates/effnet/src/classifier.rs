@@ -131,12 +131,7 @@ impl Classifier {
     /// Raw logits `[B, classes]` for a batch of images. On the CPU the batch is split across
     /// the rayon threads (see [`EfficientNet::forward_split`]).
     pub fn logits(&self, images: &[RgbImage]) -> Tensor<2> {
-        let x = self.batch_tensor(images);
-        if self.device == Device::flex() {
-            self.model.forward_split(x, rayon::current_num_threads())
-        } else {
-            self.model.forward(x)
-        }
+        self.model.forward_inference(self.batch_tensor(images))
     }
 
     /// Top-`k` classes for each image of a batch.
