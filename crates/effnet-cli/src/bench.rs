@@ -23,25 +23,28 @@ pub struct BenchArgs {
     /// What to time: `infer` (default) or `train` (same as --train).
     #[arg(value_enum, default_value_t = Mode::Infer)]
     pub mode: Mode,
-    /// Architecture preset or model TOML (random weights: speed does not depend on them).
-    #[arg(long, default_value = "efficientnetv2_s")]
+    /// Architecture preset, alias or model TOML (random weights: speed does not depend on them).
+    #[arg(short = 'm', long, default_value = "efficientnetv2_s")]
     pub model: String,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 1)]
-    pub batch: usize,
-    /// Input resolution.
-    #[arg(long, default_value_t = 224)]
-    pub size: usize,
+    #[arg(short = 'b', long, visible_alias = "batch", default_value_t = 1)]
+    pub batch_size: usize,
+    /// Input resolution; default: the model's eval size (train size with --train).
+    #[arg(long = "img-size", visible_alias = "size", value_name = "N")]
+    pub img_size: Option<usize>,
     /// Device: cpu, wgpu or cuda.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// CPU threads for the CPU forward (0: all cores).
+    #[arg(short = 'j', long, default_value_t = 0)]
+    pub workers: usize,
     /// Untimed warm-up iterations.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Timed iterations (the median is reported).
     #[arg(long, default_value_t = 10)]
     pub iters: usize,
-    /// Print one JSON object instead of text.
+    /// Print one JSON object (timm benchmark.py's keys) instead of text.
     #[arg(long)]
     pub json: bool,
     /// Keep BatchNorm as separate layers (inference folds it into the convs by default).
@@ -52,43 +55,77 @@ pub struct BenchArgs {
     pub train: bool,
 }
 
+/// The settings one run uses, after defaults.
+struct Run {
+    batch: usize,
+    size: usize,
+    warmup: usize,
+    iters: usize,
+    no_fold: bool,
+}
+
 /// Runs the benchmark.
 pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     a.train |= a.mode == Mode::Train;
-    if a.batch == 0 || a.size < 32 || a.iters == 0 {
-        anyhow::bail!("--batch and --iters must be >= 1 and --size >= 32");
-    }
+    crate::args::set_workers(a.workers)?;
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let cfg = EfficientNetConfig::from_name_or_file(&a.model)?;
-    let (first, mut times) = if a.train {
-        time_training(&cfg, &a, &device)
+    let default_size = if a.train {
+        cfg.train_size
     } else {
-        time_inference(&cfg, &a, &device)
+        cfg.eval_size
+    };
+    let r = Run {
+        batch: a.batch_size,
+        size: a.img_size.unwrap_or(default_size),
+        warmup: a.warmup,
+        iters: a.iters,
+        no_fold: a.no_fold,
+    };
+    if r.batch == 0 || r.size < 32 || r.iters == 0 {
+        anyhow::bail!("--batch-size and --iters must be >= 1 and --img-size >= 32");
+    }
+    let (first, mut times, params) = if a.train {
+        time_training(&cfg, &r, &device)
+    } else {
+        time_inference(&cfg, &r, &device)
     };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
-    let ips = a.batch as f64 / median;
+    let ips = r.batch as f64 / median;
+    let prefix = if a.train { "train" } else { "infer" };
+    // timm reports parameters in millions, rounded to 2 decimals.
+    let param_count = (params as f64 / 1e4).round() / 100.0;
     if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "model": cfg.name, "device": a.device, "batch": a.batch, "size": a.size,
-                "mode": if a.train { "train" } else { "infer" },
-                "median_ms": median * 1e3, "img_per_s": ips, "first_iter_s": first,
-                "iters": a.iters,
-            })
-        );
+        let mut rec = serde_json::Map::new();
+        rec.insert("model".into(), cfg.name.clone().into());
+        rec.insert("device".into(), a.device.clone().into());
+        for (key, value) in [
+            (
+                "samples_per_sec",
+                serde_json::json!((ips * 100.0).round() / 100.0),
+            ),
+            ("step_time", serde_json::json!((median * 1e6).round() / 1e3)),
+            ("batch_size", serde_json::json!(r.batch)),
+            ("img_size", serde_json::json!(r.size)),
+        ] {
+            rec.insert(format!("{prefix}_{key}"), value);
+        }
+        rec.insert("param_count".into(), param_count.into());
+        rec.insert("first_iter_s".into(), first.into());
+        rec.insert("iters".into(), r.iters.into());
+        println!("{}", serde_json::Value::Object(rec));
     } else {
         println!(
-            "{} {} on {} b{} r{}: {:.1} ms/iter (median of {}), {:.1} img/s; first iteration {:.2} s",
-            if a.train { "train" } else { "infer" },
+            "{prefix} {} on {}: batch_size {} img_size {} param_count {param_count}M: \
+             {:.1} samples/s, step_time {:.1} ms (median of {}); first iteration {:.2} s",
             cfg.name,
             a.device,
-            a.batch,
-            a.size,
-            median * 1e3,
-            a.iters,
+            r.batch,
+            r.size,
             ips,
+            median * 1e3,
+            r.iters,
             first
         );
     }
@@ -96,7 +133,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `step` for warm-up and timed iterations: (first-iteration seconds, timed seconds).
-fn time_loop(a: &BenchArgs, mut step: impl FnMut()) -> (f64, Vec<f64>) {
+fn time_loop(a: &Run, mut step: impl FnMut()) -> (f64, Vec<f64>) {
     let t0 = Instant::now();
     step();
     let first = t0.elapsed().as_secs_f64();
@@ -113,7 +150,7 @@ fn time_loop(a: &BenchArgs, mut step: impl FnMut()) -> (f64, Vec<f64>) {
     (first, times)
 }
 
-fn random_input(a: &BenchArgs, device: &Device) -> Tensor<4> {
+fn random_input(a: &Run, device: &Device) -> Tensor<4> {
     Tensor::<4>::random(
         [a.batch, 3, a.size, a.size],
         burn::tensor::Distribution::Normal(0.0, 1.0),
@@ -121,35 +158,42 @@ fn random_input(a: &BenchArgs, device: &Device) -> Tensor<4> {
     )
 }
 
-fn time_inference(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (f64, Vec<f64>) {
+/// (first-iteration seconds, timed seconds, trainable parameters).
+type Timing = (f64, Vec<f64>, usize);
+
+fn time_inference(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing {
     let mut model = cfg.init(device);
+    let params = model.num_trainable_params();
     if !a.no_fold {
         model = model.fold_batchnorm();
     }
     let x = random_input(a, device);
     // The same path as `effnet infer` (CPU batches split across the rayon threads).
-    time_loop(a, || {
+    let (first, times) = time_loop(a, || {
         let y = model.forward_inference(x.clone());
         // Reading back forces the whole graph to run on asynchronous devices.
         let _ = y.slice([0..1, 0..1]).into_data();
-    })
+    });
+    (first, times, params)
 }
 
-fn time_training(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (f64, Vec<f64>) {
+fn time_training(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing {
     use burn::nn::loss::CrossEntropyLossConfig;
     use burn::optim::{AdamWConfig, GradientsParams};
     let device = device.clone().autodiff();
     let mut model = Some(cfg.init(&device));
+    let params = model.as_ref().map_or(0, |m| m.num_trainable_params());
     let mut optim = AdamWConfig::new().init();
     let x = random_input(a, &device);
     let y = Tensor::<1, Int>::arange(0..a.batch as i64, &device)
         .remainder_scalar(cfg.num_classes as i64);
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
-    time_loop(a, || {
+    let (first, times) = time_loop(a, || {
         let Some(m) = model.take() else { return };
         let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(optim.step(1e-3, m, grads));
         let _ = loss.into_data();
-    })
+    });
+    (first, times, params)
 }

@@ -6,81 +6,42 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use effnet::{Classifier, Device, EfficientNetConfig, Interpolation, Preprocess};
+use effnet::{Classifier, Device};
 use effnet_data::{DataError, collect_images, load_rgb};
-use effnet_model::{import_pytorch, weights::default_preprocess};
 use image::RgbImage;
 
-/// Overrides of the preprocessing stored with the weights.
-#[derive(Args, Clone, Default)]
-pub struct PreprocessArgs {
-    /// Input (crop) size in pixels; the resize keeps the same crop fraction.
-    #[arg(long)]
-    pub size: Option<usize>,
-    /// Crop fraction: resize the shorter side to floor(size / crop_pct), then center-crop.
-    #[arg(long)]
-    pub crop_pct: Option<f64>,
-    /// Resize filter: nearest, bilinear or bicubic.
-    #[arg(long)]
-    pub interpolation: Option<Interpolation>,
-    /// Channel mean on the 0..1 scale: one value or three, comma separated.
-    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
-    pub mean: Option<Vec<f32>>,
-    /// Channel std on the 0..1 scale: one value or three, comma separated.
-    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
-    pub std: Option<Vec<f32>>,
-}
+use crate::args::{ModelArgs, PreprocessArgs, set_workers};
 
-fn triple(v: &[f32], what: &str) -> anyhow::Result<[f32; 3]> {
-    match v {
-        [a] => Ok([*a; 3]),
-        [a, b, c] => Ok([*a, *b, *c]),
-        _ => bail!("--{what} takes one or three values, got {}", v.len()),
-    }
-}
-
-impl PreprocessArgs {
-    /// Applies the overrides to `base`, rejecting impossible values.
-    pub fn apply(&self, mut p: Preprocess) -> anyhow::Result<Preprocess> {
-        if let Some(size) = self.size {
-            if size == 0 {
-                bail!("--size must be positive");
-            }
-            let pct = p.crop_pct();
-            p.crop = size;
-            p.resize = ((size as f64 / pct).floor() as usize).max(size);
-        }
-        if let Some(pct) = self.crop_pct {
-            if !(pct > 0.0 && pct <= 1.0) {
-                bail!("--crop-pct must be in (0, 1], got {pct}");
-            }
-            p = p.with_crop_pct(pct);
-        }
-        if let Some(i) = self.interpolation {
-            p.interpolation = i;
-        }
-        if let Some(m) = &self.mean {
-            p.mean = triple(m, "mean")?;
-        }
-        if let Some(s) = &self.std {
-            p.std = triple(s, "std")?;
-            if p.std.iter().any(|s| *s <= 0.0) {
-                bail!("--std values must be positive");
-            }
-        }
-        Ok(p)
-    }
-}
-
-/// Output format.
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+/// Output format (timm's `--results-format` names, plus `text`).
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
 pub enum Format {
     /// `file: label 39.5%, label 35.5%, ...`
     Text,
-    /// A JSON array of records (timm's inference.py shape).
+    /// `{"file": {"index": [...], "label": [...], "prob": [...]}}` (timm's `json`, orient=index).
     Json,
-    /// `filename,label_0..label_{k-1},prob_0..prob_{k-1}` (timm's inference.py shape).
+    /// One `{"filename": ..., "index": [...], "label": [...], "prob": [...]}` per line (timm's
+    /// `json-records`).
+    JsonRecords,
+    /// `{"columns": [...], "data": [[...], ...]}` (timm's `json-split`).
+    JsonSplit,
+    /// `filename,index_0..,label_0..,prob_0..` (timm's csv with `--results-separate-col`).
     Csv,
+}
+
+impl Format {
+    /// The format an output file's extension implies: `.csv`, `.json`, `.jsonl`; else text.
+    pub fn from_extension(path: &Path) -> Self {
+        let ext = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase())
+            .unwrap_or_default();
+        match ext.as_str() {
+            "csv" => Self::Csv,
+            "json" => Self::Json,
+            "jsonl" | "ndjson" => Self::JsonRecords,
+            _ => Self::Text,
+        }
+    }
 }
 
 /// Arguments of `effnet infer`.
@@ -92,110 +53,50 @@ pub struct InferArgs {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     pub topk: usize,
-    /// Architecture preset or model TOML; needed with PyTorch weights, checked against .bpk ones.
-    #[arg(long)]
-    pub model: Option<String>,
-    /// Weights: effnet .bpk, or PyTorch .pth/.safetensors (with --model). Default: bundled Lite0.
-    #[arg(long)]
-    pub weights: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Class names, one per line (default: from the weights, or ImageNet's for 1000 classes).
     #[arg(long)]
     pub labels: Option<PathBuf>,
     /// Images per forward pass.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
+    #[arg(short = 'b', long, visible_alias = "batch", default_value_t = 8)]
+    pub batch_size: usize,
+    /// CPU threads for decoding and the CPU forward (0: all cores).
+    #[arg(short = 'j', long, default_value_t = 0)]
+    pub workers: usize,
     /// Device: cpu, wgpu or cuda (GPU backends when compiled in).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Output format; default: from the -o extension (.csv, .json, .jsonl), else text.
+    #[arg(long, visible_alias = "results-format", value_enum)]
+    pub format: Option<Format>,
     /// Write results to this file instead of standard output.
-    #[arg(long, short)]
+    #[arg(long, short, visible_alias = "results-file")]
     pub output: Option<PathBuf>,
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
 }
 
-/// Builds the classifier the arguments ask for.
-pub fn load_classifier(
-    model: Option<&str>,
-    weights: Option<&Path>,
-    device: &Device,
-) -> anyhow::Result<Classifier> {
-    let Some(weights) = weights else {
-        if let Some(m) = model {
-            let cfg = EfficientNetConfig::from_name_or_file(m)?;
-            if cfg.name != "efficientnet_lite0" {
-                bail!(
-                    "--model {m} needs --weights: only efficientnet_lite0 weights are bundled \
-                     (import others with `effnet import`)"
-                );
-            }
-        }
-        return Ok(Classifier::bundled(device)?);
-    };
-    let ext = weights
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if ext == "bpk" || ext.is_empty() {
-        let c = Classifier::from_file(weights, device)?;
-        if let Some(m) = model {
-            let want = EfficientNetConfig::from_name_or_file(m)?;
-            if want.name != c.config().name {
-                bail!(
-                    "{}: weights are for model '{}', not '{}'",
-                    weights.display(),
-                    c.config().name,
-                    want.name
-                );
-            }
-        }
-        return Ok(c);
+/// Builds the classifier the arguments ask for, with the preprocessing and label overrides.
+fn classifier(a: &InferArgs, device: &Device) -> anyhow::Result<Classifier> {
+    let mut c = Classifier::load(a.model.weights_spec(), a.model.model.as_deref(), device)?;
+    let pre = a.preprocess.apply(c.preprocess().clone())?;
+    c = c.with_preprocess(pre);
+    if let Some(path) = &a.labels {
+        let labels = effnet::read_labels(path, Some(c.config().num_classes))?;
+        c = c.with_labels(labels);
     }
-    let Some(m) = model else {
-        bail!(
-            "{}: PyTorch weights need --model <preset or TOML> to know the architecture",
-            weights.display()
-        );
-    };
-    let cfg = EfficientNetConfig::from_name_or_file(m)?;
-    let imported = import_pytorch(weights, &cfg, device)?;
-    let pre = default_preprocess(&imported.config);
-    let labels = effnet::default_labels(imported.config.num_classes);
-    Ok(Classifier::new(
-        imported.model,
-        imported.config,
-        pre,
-        labels,
-        device,
-    ))
+    Ok(c)
 }
 
 /// Runs `effnet infer`.
 pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
-    if a.topk == 0 || a.batch == 0 {
-        bail!("--topk and --batch must be at least 1");
+    if a.topk == 0 || a.batch_size == 0 {
+        bail!("--topk and --batch-size must be at least 1");
     }
+    set_workers(a.workers)?;
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
-    let mut classifier = load_classifier(a.model.as_deref(), a.weights.as_deref(), &device)?;
-    let pre = a.preprocess.apply(classifier.preprocess().clone())?;
-    classifier = classifier.with_preprocess(pre);
-    if let Some(path) = &a.labels {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read labels", path.display()))?;
-        let labels: Vec<String> = text.lines().map(str::to_string).collect();
-        if labels.len() != classifier.config().num_classes {
-            bail!(
-                "{}: {} labels for a model with {} classes",
-                path.display(),
-                labels.len(),
-                classifier.config().num_classes
-            );
-        }
-        classifier = classifier.with_labels(labels);
-    }
+    let classifier = classifier(&a, &device)?;
     let topk = a.topk.min(classifier.config().num_classes);
 
     let (files, listing_errors) = collect_images(&a.paths);
@@ -209,10 +110,14 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
         )),
         None => Box::new(std::io::stdout().lock()),
     };
-    let mut writer = Writer::new(a.format, topk);
+    let format = a.format.unwrap_or_else(|| match &a.output {
+        Some(path) => Format::from_extension(path),
+        None => Format::Text,
+    });
+    let mut writer = Writer::new(format, topk);
     writer.begin(&mut out)?;
     let bar = progress(files.len());
-    for chunk in files.chunks(a.batch) {
+    for chunk in files.chunks(a.batch_size) {
         let loaded: Vec<Result<RgbImage, DataError>> = {
             use rayon::prelude::*;
             chunk.par_iter().map(|p| load_rgb(p)).collect()
@@ -270,6 +175,9 @@ struct Writer {
     first: bool,
 }
 
+/// timm's column names: the class indices, names and probabilities of the top-k.
+const COLUMNS: [&str; 4] = ["filename", "index", "label", "prob"];
+
 impl Writer {
     fn new(format: Format, topk: usize) -> Self {
         Self {
@@ -281,15 +189,19 @@ impl Writer {
 
     fn begin(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
         match self.format {
-            Format::Json => writeln!(out, "["),
+            Format::Json => writeln!(out, "{{"),
+            Format::JsonSplit => {
+                let columns = serde_json::json!(COLUMNS);
+                writeln!(out, "{{\"columns\": {columns},\n\"data\": [")
+            }
             Format::Csv => {
-                let mut cols = vec!["filename".to_string()];
-                cols.extend((0..self.topk).map(|i| format!("label_{i}")));
-                cols.extend((0..self.topk).map(|i| format!("prob_{i}")));
-                cols.extend((0..self.topk).map(|i| format!("index_{i}")));
+                let mut cols = vec![COLUMNS[0].to_string()];
+                for name in &COLUMNS[1..] {
+                    cols.extend((0..self.topk).map(|i| format!("{name}_{i}")));
+                }
                 writeln!(out, "{}", cols.join(","))
             }
-            Format::Text => Ok(()),
+            Format::Text | Format::JsonRecords => Ok(()),
         }
     }
 
@@ -300,6 +212,14 @@ impl Writer {
         preds: &[effnet::Prediction],
     ) -> std::io::Result<()> {
         let name = path.display().to_string();
+        let index: Vec<usize> = preds.iter().map(|p| p.index).collect();
+        let label: Vec<&str> = preds.iter().map(|p| p.label.as_str()).collect();
+        let prob: Vec<f32> = preds.iter().map(|p| p.prob).collect();
+        let sep = if std::mem::replace(&mut self.first, false) {
+            ""
+        } else {
+            ",\n"
+        };
         match self.format {
             Format::Text => {
                 let items: Vec<String> = preds
@@ -310,29 +230,33 @@ impl Writer {
             }
             Format::Csv => {
                 let mut cols = vec![csv_field(&name)];
-                cols.extend(preds.iter().map(|p| csv_field(&p.label)));
-                cols.extend(preds.iter().map(|p| format!("{:.6}", p.prob)));
-                cols.extend(preds.iter().map(|p| p.index.to_string()));
+                cols.extend(index.iter().map(usize::to_string));
+                cols.extend(label.iter().map(|l| csv_field(l)));
+                cols.extend(prob.iter().map(|p| format!("{p:.6}")));
                 writeln!(out, "{}", cols.join(","))
             }
             Format::Json => {
-                let mut rec = serde_json::Map::new();
-                rec.insert("filename".into(), name.into());
-                for (i, p) in preds.iter().enumerate() {
-                    rec.insert(format!("label_{i}"), p.label.clone().into());
-                    rec.insert(format!("prob_{i}"), serde_json::json!(p.prob));
-                    rec.insert(format!("index_{i}"), p.index.into());
-                }
-                let sep = if self.first { "" } else { ",\n" };
-                self.first = false;
-                write!(out, "{sep}  {}", serde_json::Value::Object(rec))
+                let key = serde_json::Value::from(name);
+                let rec = serde_json::json!({"index": index, "label": label, "prob": prob});
+                write!(out, "{sep}  {key}: {rec}")
+            }
+            Format::JsonRecords => {
+                let rec = serde_json::json!({
+                    "filename": name, "index": index, "label": label, "prob": prob
+                });
+                writeln!(out, "{rec}")
+            }
+            Format::JsonSplit => {
+                let row = serde_json::json!([name, index, label, prob]);
+                write!(out, "{sep}  {row}")
             }
         }
     }
 
     fn end(&mut self, out: &mut dyn Write) -> std::io::Result<()> {
         match self.format {
-            Format::Json => writeln!(out, "\n]"),
+            Format::Json => writeln!(out, "\n}}"),
+            Format::JsonSplit => writeln!(out, "\n]}}"),
             _ => Ok(()),
         }
     }

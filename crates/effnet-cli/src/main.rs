@@ -1,5 +1,6 @@
 //! `effnet`: a thin command line over the effnet crates.
 
+mod args;
 mod bench;
 mod import;
 mod infer;

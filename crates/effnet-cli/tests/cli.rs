@@ -65,13 +65,16 @@ fn csv_and_json_follow_timm_shape() {
     assert!(out.status.success());
     let s = text(&out.stdout);
     let lines: Vec<&str> = s.lines().collect();
+    // timm inference.py's columns with --results-separate-col: index, label, prob.
     assert_eq!(
         lines[0],
-        "filename,label_0,label_1,label_2,prob_0,prob_1,prob_2,index_0,index_1,index_2"
+        "filename,index_0,index_1,index_2,label_0,label_1,label_2,prob_0,prob_1,prob_2"
     );
     assert_eq!(lines.len(), 5, "header + 4 photos: {s}");
     assert!(
-        lines.iter().any(|l| l.contains("coffee.png,espresso,")),
+        lines
+            .iter()
+            .any(|l| l.contains("coffee.png,967,") && l.contains(",espresso,")),
         "{s}"
     );
 
@@ -88,11 +91,14 @@ fn csv_and_json_follow_timm_shape() {
         file.to_str().unwrap(),
     ]);
     assert!(out.status.success());
+    // timm's `json`: orient=index, one object per file with index/label/prob lists.
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-    assert_eq!(v[0]["label_0"], "espresso");
-    assert_eq!(v[0]["index_0"], 967);
-    assert!(v[0]["prob_0"].as_f64().unwrap() > 0.9);
+    let rec = &v["tests/data/photos/coffee.png"];
+    assert_eq!(rec["label"][0], "espresso");
+    assert_eq!(rec["index"][0], 967);
+    assert_eq!(rec["prob"].as_array().unwrap().len(), 2);
+    assert!(rec["prob"][0].as_f64().unwrap() > 0.9);
 }
 
 #[test]
@@ -187,7 +193,7 @@ fn bad_inputs_are_one_line_errors() {
     );
     assert_clean_error(
         &effnet(&["infer", "--crop-pct", "1.5", "tests/data/photos/coffee.png"]),
-        "--crop-pct",
+        "crop-pct must be in (0, 1]",
     );
 }
 
@@ -326,4 +332,205 @@ fn train_then_eval_then_infer_through_the_binary() {
     for name in ["brick", "grass", "gravel"] {
         assert!(s.contains(name), "{s}");
     }
+}
+
+#[test]
+fn output_format_follows_the_extension_of_o() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("out.csv");
+    let out = effnet(&[
+        "infer",
+        "tests/data/photos/coffee.png",
+        "-o",
+        csv.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = std::fs::read_to_string(&csv).unwrap();
+    assert!(s.starts_with("filename,index_0,"), "{s}");
+    // .jsonl: timm's json-records, one object per line.
+    let jsonl = dir.path().join("out.jsonl");
+    let out = effnet(&[
+        "infer",
+        "tests/data/photos",
+        "--topk",
+        "1",
+        "-o",
+        jsonl.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = std::fs::read_to_string(&jsonl).unwrap();
+    assert_eq!(s.lines().count(), 4, "{s}");
+    for line in s.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(
+            rec["filename"]
+                .as_str()
+                .unwrap()
+                .starts_with("tests/data/photos/")
+        );
+        assert_eq!(rec["label"].as_array().unwrap().len(), 1);
+    }
+    // --format (or timm's --results-format) wins over the extension.
+    let txt = dir.path().join("out.csv");
+    let out = effnet(&[
+        "infer",
+        "tests/data/photos/coffee.png",
+        "--results-format",
+        "json-split",
+        "-o",
+        txt.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&txt).unwrap()).unwrap();
+    assert_eq!(
+        v["columns"],
+        serde_json::json!(["filename", "index", "label", "prob"])
+    );
+    assert_eq!(v["data"][0][2][0], "espresso");
+}
+
+#[test]
+fn timm_flag_names_work_and_old_ones_stay() {
+    for args in [
+        &[
+            "-m",
+            "efficientnet-lite0",
+            "-b",
+            "2",
+            "--img-size",
+            "224",
+            "-j",
+            "1",
+        ][..],
+        &[
+            "--model",
+            "tf_efficientnet_lite0",
+            "--batch",
+            "2",
+            "--size",
+            "224",
+        ][..],
+        &["--checkpoint", "bundled", "--batch-size", "1"][..],
+    ] {
+        let mut all = vec!["infer", "--topk", "1"];
+        all.extend_from_slice(args);
+        all.push("tests/data/photos/coffee.png");
+        let out = effnet(&all);
+        assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stdout).contains("espresso"), "{args:?}");
+    }
+    assert_clean_error(
+        &effnet(&[
+            "infer",
+            "-m",
+            "efficientnetv2_s",
+            "tests/data/photos/coffee.png",
+        ]),
+        "only efficientnet_lite0 weights are bundled",
+    );
+}
+
+#[test]
+fn bench_prints_timm_keys_param_count_and_uses_the_model_eval_size() {
+    let out = effnet(&[
+        "bench",
+        "-m",
+        "efficientnetv2_b1",
+        "--iters",
+        "1",
+        "--warmup",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v["model"], "efficientnetv2_b1");
+    assert_eq!(v["infer_img_size"], 240, "V2-B1's eval size: {v}");
+    assert_eq!(v["infer_batch_size"], 1);
+    assert_eq!(v["param_count"], 8.14, "millions, as timm: {v}");
+    assert!(v["infer_samples_per_sec"].as_f64().unwrap() > 0.0);
+    assert!(v["infer_step_time"].as_f64().unwrap() > 0.0);
+    let out = effnet(&[
+        "bench",
+        "-m",
+        "efficientnet_lite0",
+        "-b",
+        "2",
+        "--img-size",
+        "64",
+        "--iters",
+        "1",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s = text(&out.stdout);
+    assert!(
+        s.contains("batch_size 2 img_size 64 param_count 4.65M"),
+        "{s}"
+    );
+}
+
+#[allow(dead_code)]
+#[path = "../../effnet/tests/common/hub_server.rs"]
+mod hub_server;
+
+#[test]
+fn hf_hub_weights_import_and_infer_through_the_standard_cache() {
+    let home = tempfile::tempdir().unwrap();
+    let server = hub_server::HubServer::start(hub_server::tiny_repo(&root(), "tiny"));
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_effnet"))
+            .args(args)
+            .current_dir(root())
+            .env("HF_ENDPOINT", &server.endpoint)
+            .env("HF_HOME", home.path())
+            .output()
+            .expect("run effnet")
+    };
+    let bpk = home.path().join("tiny.bpk");
+    let toml = "tests/data/parity/timm_tf_v2_tiny.toml";
+    let out = run(&[
+        "import",
+        "hf-hub:timm/tiny",
+        "-m",
+        toml,
+        "-o",
+        bpk.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let snapshot = home
+        .path()
+        .join("hub/models--timm--tiny/snapshots")
+        .join(hub_server::COMMIT);
+    assert!(snapshot.join("model.safetensors").exists());
+    // The .bpk keeps the repository's class names and its 64 px evaluation size.
+    let out = effnet(&[
+        "infer",
+        "--weights",
+        bpk.to_str().unwrap(),
+        "tests/data/photos/coffee.png",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("texture_"),
+        "{}",
+        text(&out.stdout)
+    );
+    // The same spec wherever weights are taken: infer reads it from the cache.
+    let out = run(&[
+        "infer",
+        "--weights",
+        "hf-hub:timm/tiny",
+        "-m",
+        toml,
+        "--topk",
+        "2",
+        "tests/data/photos/coffee.png",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).matches("texture_").count(), 2);
+    assert_clean_error(
+        &run(&["import", "hf-hub:timm/nothing-here", "-m", toml]),
+        "hf-hub:timm/nothing-here: no weights in the repository",
+    );
 }

@@ -9,7 +9,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, sigmoid, silu};
 
-use crate::config::{Activation, PaddingMode};
+use crate::config::{Activation, BlockKind, PaddingMode, StageConfig};
 
 /// Applies the configured activation.
 pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
@@ -56,6 +56,8 @@ pub struct LayerSettings {
     pub bn_eps: f64,
     /// BatchNorm momentum (PyTorch convention).
     pub bn_momentum: f64,
+    /// Network non-linearity.
+    pub act: Activation,
 }
 
 impl LayerSettings {
@@ -173,6 +175,83 @@ impl SqueezeExcite {
     }
 }
 
+/// One layer's name in each supported checkpoint layout, so a state dict maps one-to-one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerKeys {
+    /// effnet's (and timm's) name inside the block, e.g. `conv_pw`.
+    pub ours: &'static str,
+    /// torchvision's name inside `features.S.J.block`, e.g. `0.0`.
+    pub torchvision: String,
+    /// lukemelas' name inside `_blocks.N`, e.g. `_expand_conv`.
+    pub lukemelas: &'static str,
+}
+
+fn keys(ours: &'static str, torchvision: impl Into<String>, lukemelas: &'static str) -> LayerKeys {
+    LayerKeys {
+        ours,
+        torchvision: torchvision.into(),
+        lukemelas,
+    }
+}
+
+/// Key rows of an optional SE at torchvision index `tv_index`.
+fn se_keys(se: &Option<SqueezeExcite>, tv_index: usize) -> Vec<LayerKeys> {
+    match se {
+        Some(_) => vec![
+            keys("se.conv_reduce", format!("{tv_index}.fc1"), "_se_reduce"),
+            keys("se.conv_expand", format!("{tv_index}.fc2"), "_se_expand"),
+        ],
+        None => Vec::new(),
+    }
+}
+
+/// Adds the (drop-path'd) branch `y` to the input `x` when the block keeps its shape.
+fn residual(y: Tensor<4>, x: Tensor<4>, has_skip: bool, drop_path: &DropPath) -> Tensor<4> {
+    if has_skip {
+        drop_path.forward(y) + x
+    } else {
+        y
+    }
+}
+
+/// SE sized from the block input (`cin · se_ratio`), acting on `channels`; none at ratio 0.
+fn squeeze_excite(
+    spec: &StageConfig,
+    channels: usize,
+    act: Activation,
+    device: &Device,
+) -> Option<SqueezeExcite> {
+    (spec.se_ratio > 0.0).then(|| {
+        let squeeze = ((spec.in_channels as f64 * spec.se_ratio) as usize).max(1);
+        SqueezeExcite::new(channels, squeeze, act, device)
+    })
+}
+
+fn apply_se(se: &Option<SqueezeExcite>, x: Tensor<4>) -> Tensor<4> {
+    match se {
+        Some(se) => se.forward(x),
+        None => x,
+    }
+}
+
+/// What every block type provides; [`Block`] only delegates to it.
+pub trait BlockLayers {
+    /// Runs the block, adding the (drop-path'd) residual where shapes allow.
+    fn forward(&self, x: Tensor<4>) -> Tensor<4>;
+    /// Its BatchNorms, in layer order (absent once folded).
+    fn batch_norms(&self) -> Vec<&Option<BatchNorm>>;
+    /// Folds every BatchNorm of the block into its conv (inference only).
+    fn fold_batchnorm(&mut self);
+    /// Names of its layers in each checkpoint layout, in layer order.
+    fn key_table(&self) -> Vec<LayerKeys>;
+    /// Its stochastic-depth layer.
+    fn drop_path(&self) -> &DropPath;
+    /// The conv that sets the spatial stride.
+    fn strided_conv(&self) -> &Conv2d;
+    /// The last conv (its output width is the block's).
+    fn output_conv(&self) -> &Conv2d;
+}
+
 /// Conv → BN → act, with an optional residual (Fused-MBConv with expansion 1).
 #[derive(Module, Debug)]
 pub struct ConvBnAct {
@@ -187,6 +266,53 @@ pub struct ConvBnAct {
     /// Activation.
     #[module(skip)]
     pub act: Activation,
+}
+
+impl ConvBnAct {
+    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
+    pub fn new(
+        spec: &StageConfig,
+        drop_path: f64,
+        layers: &LayerSettings,
+        device: &Device,
+    ) -> Self {
+        let (cin, cout) = (spec.in_channels, spec.out_channels);
+        Self {
+            conv: layers.conv(cin, cout, spec.kernel, spec.stride, 1, device),
+            bn1: Some(layers.bn(cout, device)),
+            drop_path: DropPath::new(drop_path),
+            has_skip: spec.keeps_shape(),
+            act: layers.act,
+        }
+    }
+}
+
+impl BlockLayers for ConvBnAct {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = activate(conv_bn(&self.conv, &self.bn1, x.clone()), self.act);
+        residual(y, x, self.has_skip, &self.drop_path)
+    }
+    fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
+        vec![&self.bn1]
+    }
+    fn fold_batchnorm(&mut self) {
+        fold_bn(&mut self.conv, &mut self.bn1);
+    }
+    fn key_table(&self) -> Vec<LayerKeys> {
+        vec![
+            keys("conv", "0.0", "_project_conv"),
+            keys("bn1", "0.1", "_bn2"),
+        ]
+    }
+    fn drop_path(&self) -> &DropPath {
+        &self.drop_path
+    }
+    fn strided_conv(&self) -> &Conv2d {
+        &self.conv
+    }
+    fn output_conv(&self) -> &Conv2d {
+        &self.conv
+    }
 }
 
 /// Fused-MBConv with expansion > 1: k×k expand conv (strided) → BN → act → 1×1 project → BN.
@@ -209,6 +335,59 @@ pub struct EdgeResidual {
     pub act: Activation,
 }
 
+impl EdgeResidual {
+    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
+    pub fn new(
+        spec: &StageConfig,
+        drop_path: f64,
+        layers: &LayerSettings,
+        device: &Device,
+    ) -> Self {
+        let (cin, cout, mid) = (spec.in_channels, spec.out_channels, spec.mid_channels());
+        Self {
+            conv_exp: layers.conv(cin, mid, spec.kernel, spec.stride, 1, device),
+            bn1: Some(layers.bn(mid, device)),
+            conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
+            bn2: Some(layers.bn(cout, device)),
+            drop_path: DropPath::new(drop_path),
+            has_skip: spec.keeps_shape(),
+            act: layers.act,
+        }
+    }
+}
+
+impl BlockLayers for EdgeResidual {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = activate(conv_bn(&self.conv_exp, &self.bn1, x.clone()), self.act);
+        let y = conv_bn(&self.conv_pwl, &self.bn2, y);
+        residual(y, x, self.has_skip, &self.drop_path)
+    }
+    fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
+        vec![&self.bn1, &self.bn2]
+    }
+    fn fold_batchnorm(&mut self) {
+        fold_bn(&mut self.conv_exp, &mut self.bn1);
+        fold_bn(&mut self.conv_pwl, &mut self.bn2);
+    }
+    fn key_table(&self) -> Vec<LayerKeys> {
+        vec![
+            keys("conv_exp", "0.0", "_expand_conv"),
+            keys("bn1", "0.1", "_bn0"),
+            keys("conv_pwl", "1.0", "_project_conv"),
+            keys("bn2", "1.1", "_bn2"),
+        ]
+    }
+    fn drop_path(&self) -> &DropPath {
+        &self.drop_path
+    }
+    fn strided_conv(&self) -> &Conv2d {
+        &self.conv_exp
+    }
+    fn output_conv(&self) -> &Conv2d {
+        &self.conv_pwl
+    }
+}
+
 /// MBConv with expansion 1: depthwise k×k → BN → act → SE → 1×1 project → BN.
 #[derive(Module, Debug)]
 pub struct DepthwiseSeparable {
@@ -229,6 +408,65 @@ pub struct DepthwiseSeparable {
     /// Activation.
     #[module(skip)]
     pub act: Activation,
+}
+
+impl DepthwiseSeparable {
+    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
+    pub fn new(
+        spec: &StageConfig,
+        drop_path: f64,
+        layers: &LayerSettings,
+        device: &Device,
+    ) -> Self {
+        let (cin, cout) = (spec.in_channels, spec.out_channels);
+        // SE first: the order layers draw from the RNG is part of a seeded run.
+        let se = squeeze_excite(spec, cin, layers.act, device);
+        Self {
+            conv_dw: layers.conv(cin, cin, spec.kernel, spec.stride, cin, device),
+            bn1: Some(layers.bn(cin, device)),
+            se,
+            conv_pw: layers.conv(cin, cout, 1, 1, 1, device),
+            bn2: Some(layers.bn(cout, device)),
+            drop_path: DropPath::new(drop_path),
+            has_skip: spec.keeps_shape(),
+            act: layers.act,
+        }
+    }
+}
+
+impl BlockLayers for DepthwiseSeparable {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = activate(conv_bn(&self.conv_dw, &self.bn1, x.clone()), self.act);
+        let y = conv_bn(&self.conv_pw, &self.bn2, apply_se(&self.se, y));
+        residual(y, x, self.has_skip, &self.drop_path)
+    }
+    fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
+        vec![&self.bn1, &self.bn2]
+    }
+    fn fold_batchnorm(&mut self) {
+        fold_bn(&mut self.conv_dw, &mut self.bn1);
+        fold_bn(&mut self.conv_pw, &mut self.bn2);
+    }
+    fn key_table(&self) -> Vec<LayerKeys> {
+        let project = if self.se.is_some() { 2 } else { 1 };
+        let mut table = vec![
+            keys("conv_dw", "0.0", "_depthwise_conv"),
+            keys("bn1", "0.1", "_bn1"),
+        ];
+        table.extend(se_keys(&self.se, 1));
+        table.push(keys("conv_pw", format!("{project}.0"), "_project_conv"));
+        table.push(keys("bn2", format!("{project}.1"), "_bn2"));
+        table
+    }
+    fn drop_path(&self) -> &DropPath {
+        &self.drop_path
+    }
+    fn strided_conv(&self) -> &Conv2d {
+        &self.conv_dw
+    }
+    fn output_conv(&self) -> &Conv2d {
+        &self.conv_pw
+    }
 }
 
 /// MBConv: 1×1 expand → BN → act → depthwise k×k → BN → act → SE → 1×1 project → BN.
@@ -257,7 +495,73 @@ pub struct InvertedResidual {
     pub act: Activation,
 }
 
-/// Any block of the family; a stage is a `Vec<Block>`.
+impl InvertedResidual {
+    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
+    pub fn new(
+        spec: &StageConfig,
+        drop_path: f64,
+        layers: &LayerSettings,
+        device: &Device,
+    ) -> Self {
+        let (cin, cout, mid) = (spec.in_channels, spec.out_channels, spec.mid_channels());
+        // SE first: the order layers draw from the RNG is part of a seeded run.
+        let se = squeeze_excite(spec, mid, layers.act, device);
+        Self {
+            conv_pw: layers.conv(cin, mid, 1, 1, 1, device),
+            bn1: Some(layers.bn(mid, device)),
+            conv_dw: layers.conv(mid, mid, spec.kernel, spec.stride, mid, device),
+            bn2: Some(layers.bn(mid, device)),
+            se,
+            conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
+            bn3: Some(layers.bn(cout, device)),
+            drop_path: DropPath::new(drop_path),
+            has_skip: spec.keeps_shape(),
+            act: layers.act,
+        }
+    }
+}
+
+impl BlockLayers for InvertedResidual {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = activate(conv_bn(&self.conv_pw, &self.bn1, x.clone()), self.act);
+        let y = activate(conv_bn(&self.conv_dw, &self.bn2, y), self.act);
+        let y = conv_bn(&self.conv_pwl, &self.bn3, apply_se(&self.se, y));
+        residual(y, x, self.has_skip, &self.drop_path)
+    }
+    fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
+        vec![&self.bn1, &self.bn2, &self.bn3]
+    }
+    fn fold_batchnorm(&mut self) {
+        fold_bn(&mut self.conv_pw, &mut self.bn1);
+        fold_bn(&mut self.conv_dw, &mut self.bn2);
+        fold_bn(&mut self.conv_pwl, &mut self.bn3);
+    }
+    fn key_table(&self) -> Vec<LayerKeys> {
+        let project = if self.se.is_some() { 3 } else { 2 };
+        let mut table = vec![
+            keys("conv_pw", "0.0", "_expand_conv"),
+            keys("bn1", "0.1", "_bn0"),
+            keys("conv_dw", "1.0", "_depthwise_conv"),
+            keys("bn2", "1.1", "_bn1"),
+        ];
+        table.extend(se_keys(&self.se, 2));
+        table.push(keys("conv_pwl", format!("{project}.0"), "_project_conv"));
+        table.push(keys("bn3", format!("{project}.1"), "_bn2"));
+        table
+    }
+    fn drop_path(&self) -> &DropPath {
+        &self.drop_path
+    }
+    fn strided_conv(&self) -> &Conv2d {
+        &self.conv_dw
+    }
+    fn output_conv(&self) -> &Conv2d {
+        &self.conv_pwl
+    }
+}
+
+/// Any block of the family; a stage is a `Vec<Block>`. Every method delegates to the block type
+/// through [`BlockLayers`]; the variant names are part of the weights-file layout.
 #[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)]
 pub enum Block {
@@ -271,153 +575,71 @@ pub enum Block {
     InvertedResidual(InvertedResidual),
 }
 
-/// Shape of one block, resolved from a stage.
-#[derive(Clone, Copy, Debug)]
-pub struct BlockSpec {
-    /// Fused or MBConv.
-    pub kind: crate::config::BlockKind,
-    /// Input channels.
-    pub cin: usize,
-    /// Output channels.
-    pub cout: usize,
-    /// Spatial kernel.
-    pub kernel: usize,
-    /// Stride.
-    pub stride: usize,
-    /// Expansion ratio.
-    pub expand: usize,
-    /// SE ratio relative to `cin`.
-    pub se_ratio: f64,
-    /// Stochastic-depth rate of this block.
-    pub drop_path: f64,
-    /// Activation.
-    pub act: Activation,
-}
-
 impl Block {
-    /// Builds the block that matches `spec`.
-    pub fn new(spec: BlockSpec, layers: &LayerSettings, device: &Device) -> Self {
-        use crate::config::BlockKind;
-        let BlockSpec {
-            kind,
-            cin,
-            cout,
-            kernel,
-            stride,
-            expand,
-            se_ratio,
-            drop_path,
-            act,
-        } = spec;
-        let has_skip = stride == 1 && cin == cout;
-        let drop_path = DropPath::new(drop_path);
-        let mid = cin * expand;
-        let se = (se_ratio > 0.0).then(|| {
-            let squeeze = ((cin as f64 * se_ratio) as usize).max(1);
-            SqueezeExcite::new(mid, squeeze, act, device)
-        });
-        match (kind, expand) {
-            (BlockKind::Fused, 1) => Block::ConvBnAct(ConvBnAct {
-                conv: layers.conv(cin, cout, kernel, stride, 1, device),
-                bn1: Some(layers.bn(cout, device)),
-                drop_path,
-                has_skip,
-                act,
-            }),
-            (BlockKind::Fused, _) => Block::EdgeResidual(EdgeResidual {
-                conv_exp: layers.conv(cin, mid, kernel, stride, 1, device),
-                bn1: Some(layers.bn(mid, device)),
-                conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
-                bn2: Some(layers.bn(cout, device)),
-                drop_path,
-                has_skip,
-                act,
-            }),
-            (BlockKind::Mbconv, 1) => Block::DepthwiseSeparable(DepthwiseSeparable {
-                conv_dw: layers.conv(cin, cin, kernel, stride, cin, device),
-                bn1: Some(layers.bn(cin, device)),
-                se,
-                conv_pw: layers.conv(cin, cout, 1, 1, 1, device),
-                bn2: Some(layers.bn(cout, device)),
-                drop_path,
-                has_skip,
-                act,
-            }),
-            (BlockKind::Mbconv, _) => Block::InvertedResidual(InvertedResidual {
-                conv_pw: layers.conv(cin, mid, 1, 1, 1, device),
-                bn1: Some(layers.bn(mid, device)),
-                conv_dw: layers.conv(mid, mid, kernel, stride, mid, device),
-                bn2: Some(layers.bn(mid, device)),
-                se,
-                conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
-                bn3: Some(layers.bn(cout, device)),
-                drop_path,
-                has_skip,
-                act,
-            }),
+    /// Builds the block type that a one-block `spec` calls for (kind and expansion decide).
+    pub fn new(
+        spec: &StageConfig,
+        drop_path: f64,
+        layers: &LayerSettings,
+        device: &Device,
+    ) -> Self {
+        match (spec.block, spec.expand) {
+            (BlockKind::Fused, 1) => {
+                Block::ConvBnAct(ConvBnAct::new(spec, drop_path, layers, device))
+            }
+            (BlockKind::Fused, _) => {
+                Block::EdgeResidual(EdgeResidual::new(spec, drop_path, layers, device))
+            }
+            (BlockKind::Mbconv, 1) => {
+                Block::DepthwiseSeparable(DepthwiseSeparable::new(spec, drop_path, layers, device))
+            }
+            (BlockKind::Mbconv, _) => {
+                Block::InvertedResidual(InvertedResidual::new(spec, drop_path, layers, device))
+            }
+        }
+    }
+
+    /// The block as its type's [`BlockLayers`].
+    pub fn layers(&self) -> &dyn BlockLayers {
+        match self {
+            Block::ConvBnAct(b) => b,
+            Block::EdgeResidual(b) => b,
+            Block::DepthwiseSeparable(b) => b,
+            Block::InvertedResidual(b) => b,
+        }
+    }
+
+    fn layers_mut(&mut self) -> &mut dyn BlockLayers {
+        match self {
+            Block::ConvBnAct(b) => b,
+            Block::EdgeResidual(b) => b,
+            Block::DepthwiseSeparable(b) => b,
+            Block::InvertedResidual(b) => b,
         }
     }
 
     /// Runs the block, adding the (drop-path'd) residual where shapes allow.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let (y, skip, drop_path) = match self {
-            Block::ConvBnAct(b) => {
-                let y = activate(conv_bn(&b.conv, &b.bn1, x.clone()), b.act);
-                (y, b.has_skip, &b.drop_path)
-            }
-            Block::EdgeResidual(b) => {
-                let y = activate(conv_bn(&b.conv_exp, &b.bn1, x.clone()), b.act);
-                let y = conv_bn(&b.conv_pwl, &b.bn2, y);
-                (y, b.has_skip, &b.drop_path)
-            }
-            Block::DepthwiseSeparable(b) => {
-                let mut y = activate(conv_bn(&b.conv_dw, &b.bn1, x.clone()), b.act);
-                if let Some(se) = &b.se {
-                    y = se.forward(y);
-                }
-                let y = conv_bn(&b.conv_pw, &b.bn2, y);
-                (y, b.has_skip, &b.drop_path)
-            }
-            Block::InvertedResidual(b) => {
-                let y = activate(conv_bn(&b.conv_pw, &b.bn1, x.clone()), b.act);
-                let mut y = activate(conv_bn(&b.conv_dw, &b.bn2, y), b.act);
-                if let Some(se) = &b.se {
-                    y = se.forward(y);
-                }
-                let y = conv_bn(&b.conv_pwl, &b.bn3, y);
-                (y, b.has_skip, &b.drop_path)
-            }
-        };
-        if skip { drop_path.forward(y) + x } else { y }
+        self.layers().forward(x)
     }
 
     /// Folds every BatchNorm of the block into its conv (inference only).
     pub fn fold_batchnorm(&mut self) {
-        match self {
-            Block::ConvBnAct(b) => fold_bn(&mut b.conv, &mut b.bn1),
-            Block::EdgeResidual(b) => {
-                fold_bn(&mut b.conv_exp, &mut b.bn1);
-                fold_bn(&mut b.conv_pwl, &mut b.bn2);
-            }
-            Block::DepthwiseSeparable(b) => {
-                fold_bn(&mut b.conv_dw, &mut b.bn1);
-                fold_bn(&mut b.conv_pw, &mut b.bn2);
-            }
-            Block::InvertedResidual(b) => {
-                fold_bn(&mut b.conv_pw, &mut b.bn1);
-                fold_bn(&mut b.conv_dw, &mut b.bn2);
-                fold_bn(&mut b.conv_pwl, &mut b.bn3);
-            }
-        }
+        self.layers_mut().fold_batchnorm();
     }
 
     /// Stochastic-depth rate of this block.
     pub fn drop_path_rate(&self) -> f64 {
-        match self {
-            Block::ConvBnAct(b) => b.drop_path.prob,
-            Block::EdgeResidual(b) => b.drop_path.prob,
-            Block::DepthwiseSeparable(b) => b.drop_path.prob,
-            Block::InvertedResidual(b) => b.drop_path.prob,
-        }
+        self.layers().drop_path().prob
+    }
+
+    /// Spatial stride of the block.
+    pub fn stride(&self) -> usize {
+        self.layers().strided_conv().stride[0]
+    }
+
+    /// Output channels of the block.
+    pub fn out_channels(&self) -> usize {
+        self.layers().output_conv().weight.dims()[0]
     }
 }

@@ -142,31 +142,44 @@ fn default_size() -> usize {
     224
 }
 
-/// A stage after width/depth scaling: the exact shapes that get built.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ResolvedStage {
-    /// Block kind.
-    pub block: BlockKind,
-    /// Blocks in this stage.
-    pub repeats: usize,
-    /// Kernel size.
-    pub kernel: usize,
-    /// First-block stride.
-    pub stride: usize,
-    /// Expansion ratio.
-    pub expand: usize,
-    /// Input channels of the first block.
-    pub in_channels: usize,
-    /// Output channels of every block.
-    pub out_channels: usize,
-    /// SE ratio relative to block input.
-    pub se_ratio: f64,
+impl StageConfig {
+    /// Whether a block of this shape adds its input back (stride 1, same width).
+    pub fn keeps_shape(&self) -> bool {
+        self.stride == 1 && self.in_channels == self.out_channels
+    }
+
+    /// Hidden width of the expanded block.
+    pub fn mid_channels(&self) -> usize {
+        self.in_channels * self.expand
+    }
+
+    /// One spec per block (`repeats == 1`): the first strides and changes width, the rest keep
+    /// the output width at stride 1.
+    pub fn blocks(&self) -> impl Iterator<Item = StageConfig> + '_ {
+        (0..self.repeats).map(move |j| StageConfig {
+            repeats: 1,
+            stride: if j == 0 { self.stride } else { 1 },
+            in_channels: if j == 0 {
+                self.in_channels
+            } else {
+                self.out_channels
+            },
+            ..self.clone()
+        })
+    }
 }
 
 impl EfficientNetConfig {
     /// Parses a TOML model description, rejecting unknown keys.
+    ///
+    /// A `base = "preset"` key starts from that preset and overrides the keys given here.
     pub fn from_toml(text: &str) -> Result<Self, ModelError> {
-        let cfg: Self = toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        let table: toml::Table =
+            toml::from_str(text).map_err(|e| ModelError::Config(e.to_string()))?;
+        let table = crate::presets::resolve_base(table)?;
+        let cfg: Self = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ModelError::Config(e.to_string()))?;
         cfg.validate()?;
         Ok(cfg)
     }
@@ -250,8 +263,8 @@ impl EfficientNetConfig {
         }
     }
 
-    /// The stage table after width and depth scaling.
-    pub fn resolved_stages(&self) -> Vec<ResolvedStage> {
+    /// The stage table after width and depth scaling: the exact shapes that get built.
+    pub fn resolved_stages(&self) -> Vec<StageConfig> {
         let last = self.stages.len() - 1;
         let mut in_channels = self.stem_out();
         self.stages
@@ -266,15 +279,11 @@ impl EfficientNetConfig {
                 };
                 let out_channels = self.round_channels(s.out_channels);
                 let stage_in = std::mem::replace(&mut in_channels, out_channels);
-                ResolvedStage {
-                    block: s.block,
+                StageConfig {
                     repeats,
-                    kernel: s.kernel,
-                    stride: s.stride,
-                    expand: s.expand,
                     in_channels: stage_in,
                     out_channels,
-                    se_ratio: s.se_ratio,
+                    ..s.clone()
                 }
             })
             .collect()

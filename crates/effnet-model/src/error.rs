@@ -42,4 +42,7 @@ pub enum ModelError {
         /// Why.
         reason: String,
     },
+    /// A preprocessing setting is impossible (a zero size, a crop fraction above 1, ...).
+    #[error("invalid preprocessing: {0}")]
+    Preprocess(String),
 }

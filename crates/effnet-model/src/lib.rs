@@ -14,20 +14,27 @@
 //! assert_eq!(logits.dims(), [1, 1000]);
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod blocks;
 pub mod config;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod preprocess;
 pub mod presets;
 pub mod weights;
 
-pub use blocks::{Block, DropPath, SqueezeExcite};
+pub use blocks::{
+    Block, BlockLayers, ConvBnAct, DepthwiseSeparable, DropPath, EdgeResidual, InvertedResidual,
+    LayerKeys, SqueezeExcite,
+};
 pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
 pub use device::{available_devices, parse_device};
 pub use error::ModelError;
-pub use model::EfficientNet;
-pub use presets::{PRESETS, preset_names};
+pub use model::{EfficientNet, FeatureInfo};
+pub use preprocess::PreprocessOverrides;
+pub use presets::{PRESETS, canonical_name, preset_names};
 pub use weights::{
     Imported, Interpolation, KeyLayout, Preprocess, Pretrained, import_pytorch, load_native,
     load_native_bytes, save_native, save_native_labeled,

@@ -5,8 +5,22 @@ use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
 
-use crate::blocks::{Block, BlockSpec, LayerSettings, activate, conv_bn, fold_bn};
-use crate::config::{Activation, EfficientNetConfig};
+use crate::blocks::{Block, LayerSettings, activate, conv_bn, fold_bn};
+use crate::config::{Activation, EfficientNetConfig, StageConfig};
+use crate::error::ModelError;
+
+/// One feature map of the backbone (timm's `feature_info` entry).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeatureInfo {
+    /// The map is the output after this many stages (0: the stem).
+    pub stages: usize,
+    /// Total stride relative to the input.
+    pub reduction: usize,
+    /// Channels of the map.
+    pub num_chs: usize,
+    /// timm's module name for the same point (`bn1` for the stem, `blocks.S` for a stage).
+    pub module: String,
+}
 
 /// An EfficientNet / EfficientNetV2 / Lite network. Field names follow timm
 /// (`conv_stem`, `bn1`, `blocks.S.J`, `conv_head`, `bn2`, `classifier`).
@@ -38,42 +52,22 @@ impl EfficientNetConfig {
             padding: self.padding,
             bn_eps: self.bn_eps,
             bn_momentum: self.bn_momentum,
+            act: self.activation,
         };
         let stem = self.stem_out();
-        let total = self.block_count();
+        let stages = self.resolved_stages();
+        let total: usize = stages.iter().map(|s| s.repeats).sum();
         let mut idx = 0usize;
-        let blocks = self
-            .resolved_stages()
-            .into_iter()
-            .map(|s| {
-                (0..s.repeats)
-                    .map(|j| {
-                        let spec = BlockSpec {
-                            kind: s.block,
-                            cin: if j == 0 {
-                                s.in_channels
-                            } else {
-                                s.out_channels
-                            },
-                            cout: s.out_channels,
-                            kernel: s.kernel,
-                            stride: if j == 0 { s.stride } else { 1 },
-                            expand: s.expand,
-                            se_ratio: s.se_ratio,
-                            drop_path: self.drop_path * idx as f64 / total as f64,
-                            act: self.activation,
-                        };
-                        idx += 1;
-                        Block::new(spec, &layers, device)
-                    })
-                    .collect()
-            })
-            .collect::<Vec<Vec<Block>>>();
-        let last = self
-            .resolved_stages()
-            .last()
-            .map(|s| s.out_channels)
-            .unwrap_or(stem);
+        let mut block = |spec: StageConfig| {
+            let drop_path = self.drop_path * idx as f64 / total as f64;
+            idx += 1;
+            Block::new(&spec, drop_path, &layers, device)
+        };
+        let blocks: Vec<Vec<Block>> = stages
+            .iter()
+            .map(|s| s.blocks().map(&mut block).collect())
+            .collect();
+        let last = stages.last().map(|s| s.out_channels).unwrap_or(stem);
         let head = self.head_out();
         EfficientNet {
             conv_stem: layers.conv(3, stem, 3, 2, 1, device),
@@ -137,13 +131,80 @@ impl EfficientNet {
 
     /// Everything up to and including the head conv + BN + activation: `[B, F, H/32, W/32]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
-        let mut x = activate(conv_bn(&self.conv_stem, &self.bn1, x), self.act);
-        for stage in &self.blocks {
-            for block in stage {
-                x = block.forward(x);
-            }
-        }
+        let x = self.forward_stages(self.forward_stem(x), 0..self.blocks.len());
         activate(conv_bn(&self.conv_head, &self.bn2, x), self.act)
+    }
+
+    fn forward_stem(&self, x: Tensor<4>) -> Tensor<4> {
+        activate(conv_bn(&self.conv_stem, &self.bn1, x), self.act)
+    }
+
+    fn forward_stages(&self, mut x: Tensor<4>, stages: std::ops::Range<usize>) -> Tensor<4> {
+        for block in self.blocks[stages].iter().flatten() {
+            x = block.forward(x);
+        }
+        x
+    }
+
+    /// The maps a detection or segmentation head can use (timm's `feature_info`): the output of
+    /// the last stage at each resolution, strides 2, 4, 8, 16, 32 for every preset.
+    pub fn feature_info(&self) -> Vec<FeatureInfo> {
+        let stem_channels = self.conv_stem.weight.dims()[0];
+        let mut reduction = self.conv_stem.stride[0];
+        let mut points = vec![(0, reduction, stem_channels)];
+        for (i, stage) in self.blocks.iter().enumerate() {
+            reduction *= stage.iter().map(Block::stride).product::<usize>();
+            let channels = stage.last().map(Block::out_channels).unwrap_or(0);
+            points.push((i + 1, reduction, channels));
+        }
+        // A point is kept when the next one is coarser (or it is the last).
+        let next_coarser = |k: usize| points.get(k + 1).is_none_or(|n| n.1 > points[k].1);
+        (0..points.len())
+            .filter(|&k| next_coarser(k))
+            .map(|k| {
+                let (stages, reduction, num_chs) = points[k];
+                FeatureInfo {
+                    stages,
+                    reduction,
+                    num_chs,
+                    module: match stages {
+                        0 => "bn1".to_string(),
+                        n => format!("blocks.{}", n - 1),
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// Backbone use (timm's `features_only=True, out_indices=...`): the feature maps listed in
+    /// [`feature_info`](Self::feature_info) at `out_indices`, finest first; the head conv and
+    /// classifier are not run. An index past the list is an error naming the valid range.
+    pub fn forward_feature_maps(
+        &self,
+        x: Tensor<4>,
+        out_indices: &[usize],
+    ) -> Result<Vec<Tensor<4>>, ModelError> {
+        let info = self.feature_info();
+        if let Some(bad) = out_indices.iter().find(|&&i| i >= info.len()) {
+            return Err(ModelError::Config(format!(
+                "feature index {bad} out of range: this model has {} feature maps (0..={})",
+                info.len(),
+                info.len() - 1
+            )));
+        }
+        let mut wanted: Vec<usize> = out_indices.to_vec();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let mut maps = Vec::with_capacity(wanted.len());
+        let mut x = self.forward_stem(x);
+        let mut done = 0;
+        for i in wanted {
+            let stages = info[i].stages;
+            x = self.forward_stages(x, done..stages);
+            done = stages;
+            maps.push(x.clone());
+        }
+        Ok(maps)
     }
 
     /// Global average pool, dropout and classifier; `pre_logits` stops after the pool.
@@ -206,15 +267,10 @@ impl EfficientNet {
     }
 
     fn batch_norms(&self) -> impl Iterator<Item = &BatchNorm> {
-        let mut all = vec![&self.bn1, &self.bn2];
-        for block in self.blocks.iter().flatten() {
-            match block {
-                Block::ConvBnAct(b) => all.push(&b.bn1),
-                Block::EdgeResidual(b) => all.extend([&b.bn1, &b.bn2]),
-                Block::DepthwiseSeparable(b) => all.extend([&b.bn1, &b.bn2]),
-                Block::InvertedResidual(b) => all.extend([&b.bn1, &b.bn2, &b.bn3]),
-            }
-        }
-        all.into_iter().flatten()
+        let blocks = self.blocks.iter().flatten();
+        [&self.bn1, &self.bn2]
+            .into_iter()
+            .chain(blocks.flat_map(|b| b.layers().batch_norms()))
+            .flatten()
     }
 }

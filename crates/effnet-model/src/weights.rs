@@ -13,7 +13,6 @@ use burn::store::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::blocks::Block;
 use crate::config::{BlockKind, EfficientNetConfig, PaddingMode};
 use crate::error::ModelError;
 use crate::model::EfficientNet;
@@ -84,71 +83,20 @@ pub fn key_map(model: &EfficientNet, layout: KeyLayout) -> HashMap<String, Strin
     for (s, stage) in model.blocks.iter().enumerate() {
         for (j, block) in stage.iter().enumerate() {
             let ours = format!("blocks.{s}.{j}");
-            let names = layer_names(block);
-            for (ours_leaf, tv, luke) in names {
+            for keys in block.layers().key_table() {
                 let from = match layout {
-                    KeyLayout::Timm => format!("{ours}.{ours_leaf}"),
-                    KeyLayout::Torchvision => format!("features.{}.{j}.block.{tv}", s + 1),
-                    KeyLayout::Lukemelas => format!("_blocks.{flat}.{luke}"),
+                    KeyLayout::Timm => format!("{ours}.{}", keys.ours),
+                    KeyLayout::Torchvision => {
+                        format!("features.{}.{j}.block.{}", s + 1, keys.torchvision)
+                    }
+                    KeyLayout::Lukemelas => format!("_blocks.{flat}.{}", keys.lukemelas),
                 };
-                add(from, &format!("{ours}.{ours_leaf}"));
+                add(from, &format!("{ours}.{}", keys.ours));
             }
             flat += 1;
         }
     }
     map
-}
-
-/// `(effnet/timm name, torchvision name, lukemelas name)` of each layer in a block.
-fn layer_names(block: &Block) -> Vec<(&'static str, String, &'static str)> {
-    let se = |has: bool, k: usize| -> Vec<(&'static str, String, &'static str)> {
-        if has {
-            vec![
-                ("se.conv_reduce", format!("{k}.fc1"), "_se_reduce"),
-                ("se.conv_expand", format!("{k}.fc2"), "_se_expand"),
-            ]
-        } else {
-            vec![]
-        }
-    };
-    match block {
-        Block::ConvBnAct(_) => vec![
-            ("conv", "0.0".into(), "_project_conv"),
-            ("bn1", "0.1".into(), "_bn2"),
-        ],
-        Block::EdgeResidual(_) => vec![
-            ("conv_exp", "0.0".into(), "_expand_conv"),
-            ("bn1", "0.1".into(), "_bn0"),
-            ("conv_pwl", "1.0".into(), "_project_conv"),
-            ("bn2", "1.1".into(), "_bn2"),
-        ],
-        Block::DepthwiseSeparable(b) => {
-            let has = b.se.is_some();
-            let p = if has { 2 } else { 1 };
-            let mut v = vec![
-                ("conv_dw", "0.0".into(), "_depthwise_conv"),
-                ("bn1", "0.1".into(), "_bn1"),
-            ];
-            v.extend(se(has, 1));
-            v.push(("conv_pw", format!("{p}.0"), "_project_conv"));
-            v.push(("bn2", format!("{p}.1"), "_bn2"));
-            v
-        }
-        Block::InvertedResidual(b) => {
-            let has = b.se.is_some();
-            let p = if has { 3 } else { 2 };
-            let mut v = vec![
-                ("conv_pw", "0.0".into(), "_expand_conv"),
-                ("bn1", "0.1".into(), "_bn0"),
-                ("conv_dw", "1.0".into(), "_depthwise_conv"),
-                ("bn2", "1.1".into(), "_bn1"),
-            ];
-            v.extend(se(has, 2));
-            v.push(("conv_pwl", format!("{p}.0"), "_project_conv"));
-            v.push(("bn3", format!("{p}.1"), "_bn2"));
-            v
-        }
-    }
 }
 
 /// Reads every tensor of a `.pth`/`.pt`/`.bin` or `.safetensors` file.

@@ -14,6 +14,14 @@ const EXPECTED: &[(&str, usize)] = &[
     ("efficientnetv2_b2", 10_096_086),
     ("efficientnetv2_b3", 14_358_406),
     ("efficientnet_b0", 5_288_548),
+    // torchvision efficientnet_b1..b7 (same rounding and depth rules as B0).
+    ("efficientnet_b1", 7_794_184),
+    ("efficientnet_b2", 9_109_994),
+    ("efficientnet_b3", 12_233_232),
+    ("efficientnet_b4", 19_341_616),
+    ("efficientnet_b5", 30_389_784),
+    ("efficientnet_b6", 43_040_704),
+    ("efficientnet_b7", 66_347_960),
     ("efficientnet_lite0", 4_652_008),
 ];
 
@@ -167,4 +175,66 @@ fn drop_path_is_per_sample_and_only_in_training() {
         kept += (sample[0] != 0.0) as usize;
     }
     assert!((10..=54).contains(&kept), "about half kept, got {kept}/64");
+}
+
+#[test]
+fn derived_presets_are_their_base_plus_overrides() {
+    let b0 = EfficientNetConfig::preset("efficientnetv2_b0").unwrap();
+    let b2 = EfficientNetConfig::preset("efficientnetv2_b2").unwrap();
+    assert_eq!(b2.stages, b0.stages);
+    assert_eq!((b2.width_mult, b2.depth_mult, b2.dropout), (1.1, 1.2, 0.3));
+    assert_eq!((b2.train_size, b2.eval_size), (208, 260));
+    assert_eq!(b2.name, "efficientnetv2_b2");
+    // A user's model file on top of a preset: only what differs.
+    let mine = EfficientNetConfig::from_toml(
+        "base = \"efficientnet_v2_s\"\nname = \"my_s\"\nnum_classes = 10\ndrop_path = 0.1\n",
+    )
+    .unwrap();
+    let s = EfficientNetConfig::preset("efficientnetv2_s").unwrap();
+    assert_eq!(mine.stages, s.stages);
+    assert_eq!((mine.num_classes, mine.drop_path), (10, 0.1));
+    assert_eq!(mine.eval_size, s.eval_size);
+    // Overrides are still checked, unknown keys and bases still rejected.
+    let err =
+        EfficientNetConfig::from_toml("base = \"efficientnetv2_b0\"\ndropout = 2.0\n").unwrap_err();
+    assert!(err.to_string().contains("dropout"), "{err}");
+    let err = EfficientNetConfig::from_toml("base = \"efficientnetv2_b0\"\nwidht_mult = 2.0\n")
+        .unwrap_err();
+    assert!(err.to_string().contains("widht_mult"), "{err}");
+    let err = EfficientNetConfig::from_toml("base = \"resnet50\"\n").unwrap_err();
+    assert!(err.to_string().contains("resnet50"), "{err}");
+    let err = EfficientNetConfig::from_toml("base = 3\n").unwrap_err();
+    assert!(err.to_string().contains("base"), "{err}");
+}
+
+#[test]
+fn names_users_know_are_aliases() {
+    for (alias, name) in [
+        ("efficientnet_v2_s", "efficientnetv2_s"),
+        ("efficientnet_v2_m", "efficientnetv2_m"),
+        ("EfficientNet-Lite0", "efficientnet_lite0"),
+        ("tf_efficientnet_lite0", "efficientnet_lite0"),
+        ("efficientnet-b0", "efficientnet_b0"),
+        ("efficientnetv2_s.in21k_ft_in1k", "efficientnetv2_s"),
+        ("timm/efficientnet_b3.ra2_in1k", "efficientnet_b3"),
+        ("efficientnetv2-b1", "efficientnetv2_b1"),
+    ] {
+        let cfg = EfficientNetConfig::preset(alias).unwrap_or_else(|e| panic!("{alias}: {e}"));
+        assert_eq!(cfg.name, name, "{alias}");
+    }
+    // timm's tf_ models: the same shapes with TF padding and BN epsilon (what the ported
+    // weights were trained with); Lite0 already is one.
+    let tf = EfficientNetConfig::preset("tf_efficientnetv2_s.in21k_ft_in1k").unwrap();
+    let plain = EfficientNetConfig::preset("efficientnetv2_s").unwrap();
+    assert_eq!(tf.name, "tf_efficientnetv2_s");
+    assert_eq!(tf.padding, effnet_model::PaddingMode::Same);
+    assert_eq!(tf.stages, plain.stages);
+    let tf_b0 = EfficientNetConfig::preset("tf_efficientnet_b0").unwrap();
+    assert_eq!(tf_b0.bn_eps, 1e-3);
+    assert_eq!(
+        EfficientNetConfig::preset("efficientnet_b0")
+            .unwrap()
+            .bn_eps,
+        1e-5
+    );
 }

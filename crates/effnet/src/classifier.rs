@@ -5,14 +5,40 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use effnet_data::Preprocess;
-use effnet_model::{EfficientNet, EfficientNetConfig, ModelError, Pretrained, load_native_bytes};
+use effnet_model::{EfficientNet, EfficientNetConfig, ModelError, Pretrained};
 use image::RgbImage;
 use rayon::prelude::*;
 
+use crate::Error;
 use crate::labels::default_labels;
+use crate::source::WeightsSource;
 
-/// The bundled ImageNet-1k EfficientNet-Lite0 weights (weights/efficientnet_lite0.bpk).
+/// The bundled ImageNet-1k EfficientNet-Lite0 weights (weights/efficientnet_lite0.bpk, 18.8 MB;
+/// cargo feature `bundled`, on by default).
+#[cfg(feature = "bundled")]
 pub const BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../../weights/efficientnet_lite0.bpk");
+
+/// The bundled model as loaded weights; an error when the library was built without them.
+pub fn bundled_pretrained(device: &Device) -> Result<Pretrained, ModelError> {
+    #[cfg(feature = "bundled")]
+    {
+        effnet_model::load_native_bytes(
+            Path::new("<bundled efficientnet_lite0>"),
+            BUNDLED_WEIGHTS.to_vec(),
+            device,
+        )
+    }
+    #[cfg(not(feature = "bundled"))]
+    {
+        let _ = device;
+        Err(ModelError::Read {
+            path: "<bundled>".into(),
+            reason:
+                "this build has no bundled weights (cargo feature `bundled` of the effnet crate)"
+                    .into(),
+        })
+    }
+}
 
 /// One ranked class.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,13 +61,32 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    /// The bundled ImageNet EfficientNet-Lite0, no files or network needed.
+    /// The bundled ImageNet EfficientNet-Lite0, no files or network needed (cargo feature
+    /// `bundled`; without it this is an error).
     pub fn bundled(device: &Device) -> Result<Self, ModelError> {
-        let pre = load_native_bytes(
-            Path::new("<bundled efficientnet_lite0>"),
-            BUNDLED_WEIGHTS.to_vec(),
-            device,
-        )?;
+        Ok(Self::from_pretrained(bundled_pretrained(device)?, device))
+    }
+
+    /// Loads the weights a user names: `bundled`, an effnet `.bpk`, a PyTorch
+    /// `.pth`/`.safetensors` (with `arch`), or `hf-hub:owner/name[@revision]`. `arch` is a
+    /// preset name, an alias of one or a model TOML; it is checked against `.bpk` files.
+    ///
+    /// ```no_run
+    /// # use effnet::{Classifier, Device};
+    /// let c = Classifier::load("v2s.pth", Some("efficientnet_v2_s"), &Device::flex())?;
+    /// # Ok::<(), effnet::Error>(())
+    /// ```
+    pub fn load(weights: &str, arch: Option<&str>, device: &Device) -> Result<Self, Error> {
+        Self::load_source(&weights.parse()?, arch, device)
+    }
+
+    /// [`load`](Self::load) from an already parsed source.
+    pub fn load_source(
+        source: &WeightsSource,
+        arch: Option<&str>,
+        device: &Device,
+    ) -> Result<Self, Error> {
+        let pre = crate::source::load_pretrained(source, arch, device)?;
         Ok(Self::from_pretrained(pre, device))
     }
 

@@ -14,17 +14,29 @@
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! Cargo features (both on by default): `bundled` compiles the 18.8 MB Lite0 weights in
+//! ([`Classifier::bundled`]); `hub` downloads `hf-hub:` weights from the Hugging Face Hub.
+#![warn(missing_docs)]
 
 mod classifier;
+mod error;
+pub mod hub;
 pub mod labels;
+pub mod source;
 
 pub use burn::prelude::Device;
-pub use classifier::{BUNDLED_WEIGHTS, Classifier, Prediction};
+#[cfg(feature = "bundled")]
+pub use classifier::BUNDLED_WEIGHTS;
+pub use classifier::{Classifier, Prediction, bundled_pretrained};
 pub use effnet_data::{DataError, Interpolation, Preprocess, collect_images, load_rgb};
 pub use effnet_model::{
-    EfficientNet, EfficientNetConfig, ModelError, available_devices, parse_device, preset_names,
+    EfficientNet, EfficientNetConfig, FeatureInfo, ModelError, PreprocessOverrides, Pretrained,
+    available_devices, parse_device, preset_names,
 };
-pub use labels::{default_labels, imagenet_labels};
+pub use error::Error;
+pub use labels::{default_labels, imagenet_labels, read_labels};
+pub use source::{WeightsSource, load_pretrained};
 
 /// Re-exports of the underlying crates for deeper use (training, custom models).
 pub mod reexports {

@@ -1,5 +1,6 @@
 //! The bundled Lite0 gives the reference predictions on real photos, and our preprocessing
 //! reproduces PIL's resize + crop (fixtures: scripts/make_parity_fixtures.py).
+#![cfg(feature = "bundled")]
 
 use std::path::{Path, PathBuf};
 

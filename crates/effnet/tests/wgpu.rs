@@ -1,6 +1,6 @@
 //! The wgpu backend computes what the CPU computes (CI runs it on Mesa's software Vulkan,
 //! lavapipe). Autotune has shipped wrong-result conv kernels before (burn#5626): this is the guard.
-#![cfg(feature = "wgpu")]
+#![cfg(all(feature = "wgpu", feature = "bundled"))]
 
 use std::path::Path;
 
