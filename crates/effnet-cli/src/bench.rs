@@ -60,6 +60,12 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let cfg = EfficientNetConfig::from_name_or_file(&a.model)?;
+    let workload = if a.train {
+        effnet_model::Workload::Training
+    } else {
+        effnet_model::Workload::Inference
+    };
+    effnet_model::check_fits(&cfg, a.batch, a.size, workload)?;
     let (first, mut times) = if a.train {
         time_training(&cfg, &a, &device)
     } else {

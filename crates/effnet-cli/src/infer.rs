@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use effnet::{Classifier, Device, EfficientNetConfig, Interpolation, Preprocess};
-use effnet_data::{DataError, collect_images, load_rgb};
+use effnet_data::{DataError, MAX_INPUT_SIDE, collect_images, load_rgb};
 use effnet_model::{import_pytorch, weights::default_preprocess};
 use image::RgbImage;
 
@@ -40,11 +40,12 @@ fn triple(v: &[f32], what: &str) -> anyhow::Result<[f32; 3]> {
 }
 
 impl PreprocessArgs {
-    /// Applies the overrides to `base`, rejecting impossible values.
+    /// Applies the overrides to `base`, rejecting impossible values (sizes out of bounds, NaN,
+    /// infinite or zero mean/std) with the option named.
     pub fn apply(&self, mut p: Preprocess) -> anyhow::Result<Preprocess> {
         if let Some(size) = self.size {
-            if size == 0 {
-                bail!("--size must be positive");
+            if !(1..=MAX_INPUT_SIDE).contains(&size) {
+                bail!("--size {size} is outside 1..={MAX_INPUT_SIDE}");
             }
             let pct = p.crop_pct();
             p.crop = size;
@@ -61,13 +62,18 @@ impl PreprocessArgs {
         }
         if let Some(m) = &self.mean {
             p.mean = triple(m, "mean")?;
+            if let Some(v) = p.mean.iter().find(|v| !v.is_finite()) {
+                bail!("--mean {v}: every mean must be a finite number");
+            }
         }
         if let Some(s) = &self.std {
             p.std = triple(s, "std")?;
-            if p.std.iter().any(|s| *s <= 0.0) {
-                bail!("--std values must be positive");
+            if let Some(v) = p.std.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+                bail!("--std {v}: every std must be a finite positive number");
             }
         }
+        p.validate()
+            .map_err(|e| anyhow::anyhow!("preprocessing: {e} (check --size and --crop-pct)"))?;
         Ok(p)
     }
 }
@@ -181,6 +187,12 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let mut classifier = load_classifier(a.model.as_deref(), a.weights.as_deref(), &device)?;
     let pre = a.preprocess.apply(classifier.preprocess().clone())?;
+    effnet_model::check_fits(
+        classifier.config(),
+        a.batch,
+        pre.crop,
+        effnet_model::Workload::Inference,
+    )?;
     classifier = classifier.with_preprocess(pre);
     if let Some(path) = &a.labels {
         let text = std::fs::read_to_string(path)

@@ -15,6 +15,7 @@
 //! ```
 
 pub mod blocks;
+pub mod budget;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -23,6 +24,7 @@ pub mod presets;
 pub mod weights;
 
 pub use blocks::{Block, DropPath, SqueezeExcite};
+pub use budget::{Workload, check_fits, check_fits_named, memory_budget};
 pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
 pub use device::{available_devices, parse_device};
 pub use error::ModelError;

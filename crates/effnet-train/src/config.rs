@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
+use effnet_model::Workload;
 use serde::{Deserialize, Serialize};
 
 /// A whole training recipe.
@@ -576,6 +577,15 @@ impl TrainConfig {
         if d.std.iter().any(|s| *s <= 0.0) {
             bail!("data.std = {:?} must be positive", d.std);
         }
+        // Bounded sizes, and a memory estimate for one image (recipes name their batch for the
+        // accelerator they were written for, so a batch-level check would refuse good recipes).
+        let (m, size) = (&self.model, p.size[1].max(d.eval_size));
+        effnet_model::check_fits_named(&m.arch, m.num_classes, 1, size, Workload::Training)
+            .map_err(|e| anyhow::anyhow!("progressive.size / data.eval_size / model: {e}"))?;
+        let mut pre = effnet_data::Preprocess::imagenet(size, d.crop_pct, Default::default());
+        (pre.mean, pre.std) = (d.mean, d.std);
+        pre.validate()
+            .map_err(|e| anyhow::anyhow!("data.crop_pct / data.mean / data.std: {e}"))?;
         if d.workers == 0 {
             bail!("data.workers must be >= 1");
         }
