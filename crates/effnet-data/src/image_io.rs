@@ -281,8 +281,9 @@ pub fn collect_images(paths: &[PathBuf]) -> (Vec<PathBuf>, Vec<DataError>) {
 }
 
 /// A recursive folder walk that never enters a directory twice: every directory is identified by
-/// its canonical path, so a symlink into an ancestor (a loop) or into a folder already walked is
-/// skipped instead of listing the same images again or recursing forever.
+/// its canonical path, so a symlink into an ancestor (a loop, even one above the folder the walk
+/// started from) or into a folder already walked is skipped instead of listing the same images
+/// again or recursing forever.
 #[derive(Debug, Default)]
 pub struct ImageWalker {
     visited: HashSet<PathBuf>,
@@ -310,12 +311,14 @@ impl ImageWalker {
         let Ok(rd) = std::fs::read_dir(dir) else {
             return;
         };
+        let here = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
         let mut entries: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         entries.sort();
         for p in entries {
             if p.is_dir() {
+                // Never into an ancestor (a loop, even above the walk's root) nor a folder seen.
                 let first_visit = std::fs::canonicalize(&p)
-                    .map(|c| self.visited.insert(c))
+                    .map(|c| !here.starts_with(&c) && self.visited.insert(c))
                     .unwrap_or(false);
                 if first_visit {
                     self.walk(&p, out);

@@ -270,6 +270,10 @@ fn tiny_config() -> EfficientNetConfig {
 fn fuzz_native_bpk() {
     let seeds = read_seeds(&corpus_files("bpk"));
     let device = Device::flex();
+    for s in &seeds {
+        effnet_model::load_native_bytes(Path::new("seed.bpk"), s.clone(), &device)
+            .expect("the seed loads");
+    }
     fuzz("bpk", &seeds, |data| {
         let _ = effnet_model::load_native_bytes(Path::new("case.bpk"), data.to_vec(), &device);
         Ok(())
@@ -289,6 +293,12 @@ fn fuzz_pytorch_pth() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("case.pth");
+    effnet_model::import_pytorch(
+        &repo().join("tests/data/parity/tv_v2_tiny.pth"),
+        &cfg,
+        &device,
+    )
+    .expect("the seed imports");
     fuzz("pth", &seeds, |data| {
         std::fs::write(&path, data).map_err(|e| e.to_string())?;
         let _ = effnet_model::import_pytorch(&path, &cfg, &device);
@@ -311,6 +321,8 @@ fn fuzz_safetensors() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("case.safetensors");
+    let seed = repo().join("tests/data/parity/timm_tf_v2_tiny.safetensors");
+    effnet_model::import_pytorch(&seed, &cfg, &device).expect("the seed imports");
     fuzz("safetensors", &seeds, |data| {
         std::fs::write(&path, data).map_err(|e| e.to_string())?;
         let _ = effnet_model::import_pytorch(&path, &cfg, &device);
@@ -333,6 +345,9 @@ fn fuzz_model_toml() {
     let mut files = toml_seeds(&repo().join("configs/models"));
     files.push(corpus_dir().join("model_tiny.toml"));
     let seeds = read_seeds(&files);
+    for s in &seeds {
+        EfficientNetConfig::from_toml(&String::from_utf8_lossy(s)).expect("the seed parses");
+    }
     let device = Device::flex();
     fuzz("model toml", &seeds, |data| {
         let text = String::from_utf8_lossy(data);
@@ -360,6 +375,13 @@ fn fuzz_train_toml() {
     let mut files = toml_seeds(&repo().join("configs/train"));
     files.sort();
     let seeds = read_seeds(&files);
+    for s in &seeds {
+        effnet_train::TrainConfig::from_toml_with(
+            &String::from_utf8_lossy(s),
+            &["device=\"cpu\"".into()],
+        )
+        .expect("the seed parses");
+    }
     fuzz("train toml", &seeds, |data| {
         let text = String::from_utf8_lossy(data);
         let _ = effnet_train::TrainConfig::from_toml_with(&text, &["device=\"cpu\"".into()]);
