@@ -187,12 +187,6 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let mut classifier = load_classifier(a.model.as_deref(), a.weights.as_deref(), &device)?;
     let pre = a.preprocess.apply(classifier.preprocess().clone())?;
-    effnet_model::check_fits(
-        classifier.config(),
-        a.batch,
-        pre.crop,
-        effnet_model::Workload::Inference,
-    )?;
     classifier = classifier.with_preprocess(pre);
     if let Some(path) = &a.labels {
         let text = std::fs::read_to_string(path)
@@ -211,6 +205,13 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     let topk = a.topk.min(classifier.config().num_classes);
 
     let (files, listing_errors) = collect_images(&a.paths);
+    // Memory for the largest batch actually formed, before any image is decoded.
+    effnet_model::check_fits(
+        classifier.config(),
+        a.batch.min(files.len()).max(1),
+        classifier.preprocess().crop,
+        effnet_model::Workload::Inference,
+    )?;
     for e in &listing_errors {
         eprintln!("error: {e}");
     }

@@ -78,7 +78,7 @@ pub fn parse_pixel_count(text: &str) -> Result<u64, String> {
         .parse()
         .map_err(|_| "expected a pixel count such as 100000000 or 100M".to_string())?;
     let pixels = value * scale;
-    if !(pixels.is_finite() && pixels >= 1.0 && pixels <= 1e15) {
+    if !(1.0..=1e15).contains(&pixels) {
         return Err("the pixel limit must be between 1 and 1e15".into());
     }
     Ok(pixels as u64)

@@ -70,7 +70,7 @@ pub fn parse_bytes(text: &str) -> Option<u64> {
     };
     let value: f64 = num.trim().parse().ok()?;
     let bytes = value * scale as f64;
-    (bytes.is_finite() && bytes >= 1.0 && bytes < 1e19).then_some(bytes as u64)
+    (1.0..1e19).contains(&bytes).then_some(bytes as u64)
 }
 
 /// Human-readable byte count for error messages.
@@ -271,7 +271,7 @@ pub fn check_fits(
     if batch == 0 {
         return err("batch size must be at least 1".into());
     }
-    check_dimensions(cfg).or_else(|m| err(m))?;
+    check_dimensions(cfg).or_else(err)?;
     let need = estimate_bytes(cfg, batch, size, workload);
     let budget = memory_budget();
     if need > budget {
@@ -289,25 +289,40 @@ pub fn check_fits(
     Ok(())
 }
 
-/// [`check_fits`] for a model given by preset name or TOML path (the training config's
-/// `model.arch`), with `num_classes` overriding the model's when non-zero. A model that cannot be
-/// resolved is left to the code that loads it, which reports it better.
-pub fn check_fits_named(
+/// The training recipe's check: `num_classes` and the image side bounded, one host batch of
+/// `batch` images of `size × size` (what the loader fills whatever the device) within
+/// [`memory_budget`], and [`check_fits`] for training one image on the model given by preset name
+/// or TOML path (`model.arch`; `num_classes` overrides the model's when non-zero). Recipes name
+/// their batch for the accelerator they target, so the model estimate is per image; a model that
+/// cannot be resolved is left to the code that loads it, which reports it better.
+pub fn check_training_input(
     arch: &str,
     num_classes: usize,
     batch: usize,
     size: usize,
-    workload: Workload,
 ) -> Result<(), ModelError> {
+    let err = |m: String| Err(ModelError::Config(m));
     if num_classes > MAX_CLASSES {
-        return Err(ModelError::Config(format!(
+        return err(format!(
             "num_classes = {num_classes} is above {MAX_CLASSES}"
-        )));
+        ));
     }
     if !(1..=MAX_INPUT_SIDE).contains(&size) {
-        return Err(ModelError::Config(format!(
+        return err(format!(
             "image size {size} is outside 1..={MAX_INPUT_SIDE} pixels"
-        )));
+        ));
+    }
+    let host = (batch as u64)
+        .saturating_mul(3 * size as u64 * size as u64)
+        .saturating_mul(4);
+    let budget = memory_budget();
+    if host > budget {
+        return err(format!(
+            "one batch of {batch} images at {size}x{size} needs {} of memory, more than the {} \
+             available (set {MEMORY_ENV} to change the budget)",
+            format_bytes(host),
+            format_bytes(budget)
+        ));
     }
     let Ok(mut cfg) = EfficientNetConfig::from_name_or_file(arch) else {
         return Ok(());
@@ -315,7 +330,7 @@ pub fn check_fits_named(
     if num_classes > 0 {
         cfg.num_classes = num_classes;
     }
-    check_fits(&cfg, batch, size, workload)
+    check_fits(&cfg, 1, size, Workload::Training)
 }
 
 #[cfg(test)]

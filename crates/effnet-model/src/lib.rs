@@ -24,7 +24,7 @@ pub mod presets;
 pub mod weights;
 
 pub use blocks::{Block, DropPath, SqueezeExcite};
-pub use budget::{Workload, check_fits, check_fits_named, memory_budget};
+pub use budget::{Workload, check_fits, check_training_input, memory_budget};
 pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
 pub use device::{available_devices, parse_device};
 pub use error::ModelError;

@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use effnet_model::Workload;
 use serde::{Deserialize, Serialize};
 
 /// A whole training recipe.
@@ -577,10 +576,11 @@ impl TrainConfig {
         if d.std.iter().any(|s| *s <= 0.0) {
             bail!("data.std = {:?} must be positive", d.std);
         }
-        // Bounded sizes, and a memory estimate for one image (recipes name their batch for the
-        // accelerator they were written for, so a batch-level check would refuse good recipes).
+        // Bounded sizes, classes, host batch and the memory of training one image.
+        let batch =
+            (p.batch_sizes.iter()).fold(t.batch_size.max(d.eval_batch_size), |a, b| a.max(*b));
         let (m, size) = (&self.model, p.size[1].max(d.eval_size));
-        effnet_model::check_fits_named(&m.arch, m.num_classes, 1, size, Workload::Training)
+        effnet_model::check_training_input(&m.arch, m.num_classes, batch, size)
             .map_err(|e| anyhow::anyhow!("progressive.size / data.eval_size / model: {e}"))?;
         let mut pre = effnet_data::Preprocess::imagenet(size, d.crop_pct, Default::default());
         (pre.mean, pre.std) = (d.mean, d.std);

@@ -27,6 +27,8 @@ fn absurd_sizes_dimensions_and_statistics_are_refused_at_parse_time() {
         ("data.std=[inf,0.5,0.5]", "std"),
         ("data.std=[nan,0.5,0.5]", "std"),
         ("data.crop_pct=0.0001", "resize"),
+        ("train.batch_size=100000000", "one batch of 100000000"),
+        ("data.eval_batch_size=100000000", "one batch of 100000000"),
     ] {
         let e = err_text(recipe(&[set]).unwrap_err());
         assert!(e.contains(needle), "{set}: {e}");
