@@ -85,6 +85,12 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     if r.batch == 0 || r.size < 32 || r.iters == 0 {
         anyhow::bail!("--batch-size and --iters must be >= 1 and --img-size >= 32");
     }
+    let workload = if a.train {
+        effnet_model::Workload::Training
+    } else {
+        effnet_model::Workload::Inference
+    };
+    effnet_model::check_fits(&cfg, r.batch, r.size, workload)?;
     let (first, mut times, params) = if a.train {
         time_training(&cfg, &r, &device)
     } else {

@@ -100,6 +100,13 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     let topk = a.topk.min(classifier.config().num_classes);
 
     let (files, listing_errors) = collect_images(&a.paths);
+    // Memory for the largest batch actually formed, before any image is decoded.
+    effnet_model::check_fits(
+        classifier.config(),
+        a.batch_size.min(files.len()).max(1),
+        classifier.preprocess().crop,
+        effnet_model::Workload::Inference,
+    )?;
     for e in &listing_errors {
         eprintln!("error: {e}");
     }

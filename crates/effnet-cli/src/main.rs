@@ -15,6 +15,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Largest image decoded, in pixels (e.g. 250M); larger files are refused before decoding.
+    /// Default 100M, or the EFFNET_MAX_IMAGE_PIXELS environment variable.
+    #[arg(long, global = true, value_name = "PIXELS")]
+    max_image_pixels: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -48,6 +52,10 @@ fn main() -> ExitCode {
         );
     }));
     let cli = Cli::parse();
+    if let Err(e) = set_decode_limits(cli.max_image_pixels.as_deref()) {
+        eprintln!("error: {}", effnet_data::one_line(&e));
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Infer(a) => infer::run(a),
         Command::Import(a) => import::run(a),
@@ -59,10 +67,21 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+            eprintln!("error: {}", effnet_data::one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
+}
+
+/// Decoding limits from the environment and `--max-image-pixels`, for every command.
+fn set_decode_limits(max_pixels: Option<&str>) -> Result<(), String> {
+    let mut limits = effnet_data::DecodeLimits::from_env()?;
+    if let Some(text) = max_pixels {
+        limits.max_pixels = effnet_data::image_io::parse_pixel_count(text)
+            .map_err(|e| format!("--max-image-pixels {text}: {e}"))?;
+    }
+    effnet_data::set_decode_limits(limits);
+    Ok(())
 }
 
 fn models() -> anyhow::Result<ExitCode> {

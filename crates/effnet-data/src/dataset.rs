@@ -4,23 +4,32 @@
 
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use crate::error::DataError;
-use crate::image_io::collect_images;
+use crate::image_io::{ImageWalker, probe_image};
 
 /// A labelled image folder: one sub-folder per class.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ImageFolder {
     /// The scanned folder (e.g. `root/train`).
     pub root: PathBuf,
     /// Class names; a label is an index into this list.
     pub classes: Vec<String>,
-    /// Every image file with its label, class by class, files sorted.
+    /// Every readable image file with its label, class by class, files sorted.
     pub samples: Vec<(PathBuf, usize)>,
+    /// Files with an image extension that failed the scan-time check (corrupt, truncated, over the
+    /// decoding limits...), with the reason; they are not in `samples`.
+    pub unreadable: Vec<(PathBuf, String)>,
 }
 
 impl ImageFolder {
-    /// Scans `root/<class>/**` for images (jpg, jpeg, png, webp, bmp). Refuses a missing folder, a
-    /// tree without images, or one with fewer than two classes, naming the folder in the error.
+    /// Scans `root/<class>/**` for images (jpg, jpeg, png, webp, bmp). Every file is checked
+    /// without decoding its pixels ([`probe_image`]: complete structure, header, size limits), in
+    /// parallel; unreadable files go to [`unreadable`](Self::unreadable) instead of `samples`.
+    /// Refuses a missing folder, a tree without images, one with fewer than two classes, or a class
+    /// whose files are all unreadable, naming the folder or class in the error. Directory symlinks
+    /// into an ancestor or an already walked folder are not followed.
     pub fn scan(root: &Path) -> Result<Self, DataError> {
         let classes = class_dirs(root)?;
         Self::scan_with_classes(root, &classes)
@@ -44,16 +53,8 @@ impl ImageFolder {
                 classes.len()
             )));
         }
-        let mut samples = Vec::new();
-        for (label, class) in classes.iter().enumerate() {
-            let dir = root.join(class);
-            if !dir.is_dir() {
-                continue;
-            }
-            let (files, _) = collect_images(&[dir]);
-            samples.extend(files.into_iter().map(|f| (f, label)));
-        }
-        if samples.is_empty() {
+        let (samples, unreadable) = scan_class_files(root, classes)?;
+        if samples.is_empty() && unreadable.is_empty() {
             return Err(err(format!(
                 "no images (jpg, jpeg, png, webp, bmp) in any of its {} class folders",
                 classes.len()
@@ -63,6 +64,7 @@ impl ImageFolder {
             root: root.to_path_buf(),
             classes: classes.to_vec(),
             samples,
+            unreadable,
         };
         let populated = ds.class_counts().iter().filter(|(_, n)| *n > 0).count();
         if populated < 2 {
@@ -80,6 +82,12 @@ impl ImageFolder {
             counts[*l] += 1;
         }
         self.classes.iter().cloned().zip(counts).collect()
+    }
+
+    /// Number of files found but not readable (corrupt, truncated, over the limits), for the run's
+    /// summary and logs; the files and reasons are in [`unreadable`](Self::unreadable).
+    pub fn unreadable_count(&self) -> usize {
+        self.unreadable.len()
     }
 
     /// Number of samples.
@@ -115,6 +123,12 @@ impl ImageFolder {
         if !empty.is_empty() {
             s.push_str(&format!("; {} empty: {}", empty.len(), empty.join(", ")));
         }
+        if !self.unreadable.is_empty() {
+            s.push_str(&format!(
+                "; {} unreadable file(s) skipped",
+                self.unreadable.len()
+            ));
+        }
         s
     }
 
@@ -126,6 +140,60 @@ impl ImageFolder {
             path: path.to_path_buf(),
             reason: format!("cannot write class list ({e})"),
         })
+    }
+}
+
+/// Lists each class's files (one walk that never enters a folder twice) and probes them in
+/// parallel: (readable samples with labels, unreadable files with reasons). A class whose files
+/// are all unreadable is an error naming it, like a class without images.
+#[allow(clippy::type_complexity)]
+fn scan_class_files(
+    root: &Path,
+    classes: &[String],
+) -> Result<(Vec<(PathBuf, usize)>, Vec<(PathBuf, String)>), DataError> {
+    let mut walker = ImageWalker::default();
+    walker.reserve(root);
+    for class in classes {
+        walker.reserve(&root.join(class));
+    }
+    let mut samples = Vec::new();
+    let mut unreadable = Vec::new();
+    for (label, class) in classes.iter().enumerate() {
+        let dir = root.join(class);
+        if !dir.is_dir() {
+            continue;
+        }
+        let files = walker.images_under(&dir);
+        let checked: Vec<Result<(), String>> = files
+            .par_iter()
+            .map(|f| probe_image(f).map(|_| ()).map_err(image_reason))
+            .collect();
+        let before = unreadable.len();
+        for (f, r) in files.iter().zip(checked) {
+            match r {
+                Ok(()) => samples.push((f.clone(), label)),
+                Err(why) => unreadable.push((f.clone(), why)),
+            }
+        }
+        let bad = unreadable.len() - before;
+        if bad > 0 && bad == files.len() {
+            let (first, why) = &unreadable[before];
+            return Err(DataError::Dataset {
+                path: dir,
+                reason: format!(
+                    "class '{class}': all {bad} image file(s) are unreadable (e.g. {}: {why})",
+                    first.display()
+                ),
+            });
+        }
+    }
+    Ok((samples, unreadable))
+}
+
+fn image_reason(e: DataError) -> String {
+    match e {
+        DataError::Image { reason, .. } => crate::error::one_line(&reason),
+        other => other.to_string(),
     }
 }
 

@@ -3,10 +3,9 @@
 use std::path::PathBuf;
 
 /// What can go wrong reading images and datasets.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug)]
 pub enum DataError {
     /// A file could not be opened or decoded as an image.
-    #[error("{}: {reason}", path.display())]
     Image {
         /// The file.
         path: PathBuf,
@@ -14,11 +13,29 @@ pub enum DataError {
         reason: String,
     },
     /// A dataset folder is unusable.
-    #[error("{}: {reason}", path.display())]
     Dataset {
         /// The folder.
         path: PathBuf,
         /// Why.
         reason: String,
     },
+}
+
+impl std::fmt::Display for DataError {
+    /// Always one line: decoder messages and file names may contain newlines or other control
+    /// characters, which would split a CLI error across lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (Self::Image { path, reason } | Self::Dataset { path, reason }) = self;
+        f.write_str(&one_line(&format!("{}: {reason}", path.display())))
+    }
+}
+
+impl std::error::Error for DataError {}
+
+/// Replaces every control character (newline, carriage return, tab...) by a space, so an error
+/// message stays on one line whatever a decoder or a file name put in it.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }

@@ -5,12 +5,18 @@
 
 pub mod error;
 pub mod image_io;
+pub mod image_structure;
 pub mod preprocess;
 pub mod resize;
 
-pub use error::DataError;
-pub use image_io::{collect_images, decode_rgb, is_image_path, load_rgb};
-pub use preprocess::{IMAGENET_MEAN, IMAGENET_STD, Preprocess};
+pub use error::{DataError, one_line};
+pub use image_io::{
+    DecodeLimits, ImageInfo, ImageWalker, MAX_PIXELS_ENV, collect_images, decode_limits,
+    decode_rgb, is_image_path, load_rgb, load_rgb_with, probe_image, set_decode_limits,
+};
+pub use preprocess::{
+    IMAGENET_MEAN, IMAGENET_STD, MAX_INPUT_SIDE, MAX_RESIZE_SIDE, Preprocess, check_mean_std,
+};
 pub use resize::{Interpolation, resize, resize_region};
 pub mod dataset;
 pub mod loader;

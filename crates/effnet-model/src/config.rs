@@ -237,6 +237,18 @@ impl EfficientNetConfig {
                 ));
             }
         }
+        crate::budget::check_dimensions(self).or_else(bad)?;
+        let param_bytes = crate::budget::estimate_params(self).saturating_mul(4);
+        let budget = crate::budget::memory_budget();
+        if param_bytes > budget {
+            return bad(format!(
+                "its parameters alone need about {} of memory, more than the {} available \
+                 (set {} to change the budget)",
+                crate::budget::format_bytes(param_bytes),
+                crate::budget::format_bytes(budget),
+                crate::budget::MEMORY_ENV
+            ));
+        }
         Ok(())
     }
 

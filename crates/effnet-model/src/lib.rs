@@ -17,6 +17,7 @@
 #![warn(missing_docs)]
 
 pub mod blocks;
+pub mod budget;
 pub mod config;
 pub mod device;
 pub mod error;
@@ -29,6 +30,7 @@ pub use blocks::{
     Block, BlockLayers, ConvBnAct, DepthwiseSeparable, DropPath, EdgeResidual, InvertedResidual,
     LayerKeys, SqueezeExcite,
 };
+pub use budget::{Workload, check_fits, check_training_input, memory_budget};
 pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
 pub use device::{available_devices, parse_device};
 pub use error::ModelError;

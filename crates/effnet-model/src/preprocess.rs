@@ -34,8 +34,11 @@ impl PreprocessOverrides {
     /// `base` with the overrides applied; impossible values are errors naming the setting.
     pub fn apply(&self, mut p: Preprocess) -> Result<Preprocess, ModelError> {
         if let Some(size) = self.size {
-            if size == 0 {
-                return Err(invalid("image size must be positive".into()));
+            if !(1..=effnet_data::MAX_INPUT_SIDE).contains(&size) {
+                return Err(invalid(format!(
+                    "image size {size} is outside 1..={}",
+                    effnet_data::MAX_INPUT_SIDE
+                )));
             }
             let pct = p.crop_pct();
             p.crop = size;
@@ -62,6 +65,8 @@ impl PreprocessOverrides {
             }
             p.std = std;
         }
+        p.validate()
+            .map_err(|e| invalid(format!("{e} (check the image size and crop-pct)")))?;
         Ok(p)
     }
 }

@@ -199,6 +199,11 @@ pub fn import_pytorch(
     {
         config.num_classes = t.shape[0];
     }
+    // The file decides the head size: bound it (and the memory it implies) before building.
+    config.validate().map_err(|e| ModelError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let mut model = config.init(device);
     let map = key_map(&model, layout);
 
@@ -392,6 +397,9 @@ pub fn load_native_bytes(
         .map_err(|e| read_err(format!("bad model metadata ({e})")))?;
     config.validate().map_err(|e| read_err(e.to_string()))?;
     let preprocess: Preprocess = serde_json::from_str(get(META_PREPROCESS)?)
+        .map_err(|e| read_err(format!("bad preprocess metadata ({e})")))?;
+    preprocess
+        .validate()
         .map_err(|e| read_err(format!("bad preprocess metadata ({e})")))?;
     let source = meta.get(META_SOURCE).cloned().unwrap_or_default();
     let labels: Option<Vec<String>> = match meta.get(META_LABELS) {

@@ -576,6 +576,16 @@ impl TrainConfig {
         if d.std.iter().any(|s| *s <= 0.0) {
             bail!("data.std = {:?} must be positive", d.std);
         }
+        // Bounded sizes, classes, host batch and the memory of training one image.
+        let batch =
+            (p.batch_sizes.iter()).fold(t.batch_size.max(d.eval_batch_size), |a, b| a.max(*b));
+        let (m, size) = (&self.model, p.size[1].max(d.eval_size));
+        effnet_model::check_training_input(&m.arch, m.num_classes, batch, size)
+            .map_err(|e| anyhow::anyhow!("progressive.size / data.eval_size / model: {e}"))?;
+        let mut pre = effnet_data::Preprocess::imagenet(size, d.crop_pct, Default::default());
+        (pre.mean, pre.std) = (d.mean, d.std);
+        pre.validate()
+            .map_err(|e| anyhow::anyhow!("data.crop_pct / data.mean / data.std: {e}"))?;
         if d.workers == 0 {
             bail!("data.workers must be >= 1");
         }
