@@ -1,6 +1,7 @@
 //! `effnet`: a thin command line over the effnet crates.
 
 mod bench;
+mod export;
 mod import;
 mod infer;
 
@@ -22,6 +23,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Convert PyTorch (torchvision / timm / lukemelas) weights into effnet's .bpk format.
     Import(import::ImportArgs),
+    /// Export weights as ONNX, or as a .bpk at another precision (f16).
+    Export(export::ExportArgs),
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),
     /// Train on an ImageNet-format folder tree with progressive learning (see configs/train/).
@@ -50,6 +53,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Infer(a) => infer::run(a),
         Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => a.run().map(|()| ExitCode::SUCCESS),
         Command::Eval(a) => a.run().map(|()| ExitCode::SUCCESS),

@@ -29,6 +29,6 @@ pub use error::ModelError;
 pub use model::EfficientNet;
 pub use presets::{PRESETS, preset_names};
 pub use weights::{
-    Imported, Interpolation, KeyLayout, Preprocess, Pretrained, import_pytorch, load_native,
-    load_native_bytes, save_native, save_native_labeled,
+    Imported, Interpolation, KeyLayout, Precision, Preprocess, Pretrained, import_pytorch,
+    load_native, load_native_bytes, save_native, save_native_as, save_native_labeled,
 };
