@@ -10,6 +10,20 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mesa-vulkan-drivers libvulkan1 >/dev/null
 fi
+# ONNX Runtime (PyPI) runs the exported ONNX graphs in crates/effnet-export/tests/onnx_runtime.rs.
+# Those tests fail without it, unless EFFNET_SKIP_ONNXRUNTIME names why it cannot be installed.
+if ! python3 -c "import onnxruntime, numpy, onnx" >/dev/null 2>&1; then
+  echo "installing onnxruntime, numpy and onnx from PyPI for the ONNX export tests" >&2
+  if ! command -v python3 >/dev/null; then
+    export EFFNET_SKIP_ONNXRUNTIME="no python3 on this machine"
+  elif ! python3 -m pip install -q onnxruntime numpy onnx 2>/dev/null \
+      && ! python3 -m pip install -q --break-system-packages onnxruntime numpy onnx; then
+    export EFFNET_SKIP_ONNXRUNTIME="pip install onnxruntime numpy onnx failed"
+  fi
+  if [ -n "${EFFNET_SKIP_ONNXRUNTIME:-}" ]; then
+    echo "warning: $EFFNET_SKIP_ONNXRUNTIME: the ONNX Runtime parity tests will be skipped" >&2
+  fi
+fi
 # Pick the CPU (lavapipe) adapter unless the caller chose one.
 export CUBECL_WGPU_DEFAULT_DEVICE=${CUBECL_WGPU_DEFAULT_DEVICE:-Cpu}
 export XDG_RUNTIME_DIR=${XDG_RUNTIME_DIR:-/tmp}

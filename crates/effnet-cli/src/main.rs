@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod export;
 mod import;
 mod infer;
 
@@ -27,6 +28,8 @@ enum Command {
     Infer(infer::InferArgs),
     /// Convert PyTorch (torchvision / timm / lukemelas) weights into effnet's .bpk format.
     Import(import::ImportArgs),
+    /// Export weights as ONNX, or as a .bpk at another precision (f16).
+    Export(export::ExportArgs),
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),
     /// Train on an ImageNet-format folder tree with progressive learning (see configs/train/).
@@ -59,6 +62,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Infer(a) => infer::run(a),
         Command::Import(a) => import::run(a),
+        Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => a.run().map(|()| ExitCode::SUCCESS),
         Command::Eval(a) => a.run().map(|()| ExitCode::SUCCESS),

@@ -38,6 +38,6 @@ pub use model::{EfficientNet, FeatureInfo};
 pub use preprocess::PreprocessOverrides;
 pub use presets::{PRESETS, canonical_name, preset_names};
 pub use weights::{
-    Imported, Interpolation, KeyLayout, Preprocess, Pretrained, import_pytorch, load_native,
-    load_native_bytes, save_native, save_native_labeled,
+    Imported, Interpolation, KeyLayout, Precision, Preprocess, Pretrained, import_pytorch,
+    load_native, load_native_bytes, save_native, save_native_as, save_native_labeled,
 };

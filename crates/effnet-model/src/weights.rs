@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use burn::store::burn_pack::{self, Bytes};
 use burn::store::{
-    ApplyResult, BurnpackStore, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    ApplyResult, BurnpackStore, FloatCastAdapter, HalfPrecisionAdapter, ModuleSnapshot,
+    ModuleStore, PyTorchToBurnAdapter, PytorchStore, SafetensorsStore,
 };
+use burn::tensor::DType;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BlockKind, EfficientNetConfig, PaddingMode};
@@ -279,6 +280,20 @@ const META_CONFIG: &str = "effnet.model";
 const META_PREPROCESS: &str = "effnet.preprocess";
 const META_SOURCE: &str = "effnet.source";
 const META_LABELS: &str = "effnet.labels";
+const META_PRECISION: &str = "effnet.precision";
+
+/// Storage precision of a native weights file. Computation is always f32: half-precision
+/// weights are widened when loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Every tensor in f32.
+    #[default]
+    F32,
+    /// Conv and linear weights in f16 (half the size); BatchNorm parameters and statistics stay
+    /// f32, since `running_var` and small `gamma`s lose too much in f16.
+    F16,
+}
 
 /// A model with everything needed to use it: description, preprocessing and provenance.
 pub struct Pretrained {
@@ -324,6 +339,27 @@ pub fn save_native_labeled(
     source: &str,
     labels: Option<&[String]>,
 ) -> Result<(), ModelError> {
+    save_native_as(
+        path,
+        model,
+        config,
+        preprocess,
+        source,
+        labels,
+        Precision::F32,
+    )
+}
+
+/// [`save_native_labeled`] at a chosen storage [`Precision`]; [`load_native`] reads either.
+pub fn save_native_as(
+    path: &Path,
+    model: &EfficientNet,
+    config: &EfficientNetConfig,
+    preprocess: &Preprocess,
+    source: &str,
+    labels: Option<&[String]>,
+    precision: Precision,
+) -> Result<(), ModelError> {
     let write_err = |reason: String| ModelError::Write {
         path: path.to_path_buf(),
         reason,
@@ -341,6 +377,11 @@ pub fn save_native_labeled(
             serde_json::to_string(preprocess).map_err(|e| write_err(e.to_string()))?,
         )
         .metadata(META_SOURCE, source);
+    if precision == Precision::F16 {
+        store = store
+            .metadata(META_PRECISION, "f16")
+            .with_to_adapter(HalfPrecisionAdapter::new());
+    }
     if let Some(labels) = labels {
         store = store.metadata(
             META_LABELS,
@@ -410,7 +451,9 @@ pub fn load_native_bytes(
         None => None,
     };
     let mut model = config.init(device);
-    let mut store = BurnpackStore::from_bytes(Some(bytes));
+    // Half-precision files (`Precision::F16`) are widened to f32; f32 tensors pass unchanged.
+    let mut store =
+        BurnpackStore::from_bytes(Some(bytes)).with_from_adapter(FloatCastAdapter::to(DType::F32));
     let result = model
         .load_from(&mut store)
         .map_err(|e| read_err(e.to_string()))?;
