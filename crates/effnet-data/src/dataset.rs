@@ -90,6 +90,17 @@ impl ImageFolder {
         self.unreadable.len()
     }
 
+    /// One `warning: skipping FILE: REASON` line per unreadable file, for the caller to print once
+    /// per scan (the loader never sees these files, so there is no per-epoch repetition).
+    pub fn unreadable_warnings(&self) -> Vec<String> {
+        self.unreadable
+            .iter()
+            .map(|(p, why)| {
+                crate::error::one_line(&format!("warning: skipping {}: {why}", p.display()))
+            })
+            .collect()
+    }
+
     /// Number of samples.
     pub fn len(&self) -> usize {
         self.samples.len()

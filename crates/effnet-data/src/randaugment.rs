@@ -166,6 +166,10 @@ pub struct RandAugment {
 }
 
 impl RandAugment {
+    /// Most operations applied to one image: more only multiplies the time per image (a huge
+    /// count stalls training as surely as a hang).
+    pub const MAX_LAYERS: usize = 100;
+
     /// automl's RandAugment as EfficientNetV2 trains with it (`randaug`, N=`num_layers`, M=`magnitude`).
     /// Geometry is nearest-neighbour with Pillow's pixel-centre convention (TF addons samples at
     /// integer coordinates, which can shift the result by one pixel).
@@ -225,8 +229,11 @@ impl RandAugment {
             match key {
                 "m" => ra.magnitude = num,
                 "n" => {
-                    if num < 0.0 || num.fract() != 0.0 {
-                        return Err(bad("n must be a whole number"));
+                    if !(0.0..=Self::MAX_LAYERS as f64).contains(&num) || num.fract() != 0.0 {
+                        return Err(bad(&format!(
+                            "n must be a whole number <= {}",
+                            Self::MAX_LAYERS
+                        )));
                     }
                     ra.num_layers = num as usize;
                 }

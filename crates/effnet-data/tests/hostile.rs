@@ -287,6 +287,9 @@ fn unreadable_files_are_counted_at_scan_time_not_sampled() {
         "{:?}",
         ds.unreadable
     );
+    let warnings = ds.unreadable_warnings();
+    assert_eq!(warnings.len(), 3);
+    assert!(warnings[0].starts_with("warning: skipping ") && warnings[0].contains("trunc.jpg"));
     assert!(
         ds.report().contains("3 unreadable"),
         "the scan report counts them: {}",

@@ -262,7 +262,7 @@ pub fn check_fits(
     size: usize,
     workload: Workload,
 ) -> Result<(), ModelError> {
-    let err = |m: String| Err(ModelError::Config(format!("model '{}': {m}", cfg.name)));
+    let err = |m: String| Err(ModelError::TooLarge(format!("model '{}': {m}", cfg.name)));
     if !(1..=MAX_INPUT_SIDE).contains(&size) {
         return err(format!(
             "image size {size} is outside 1..={MAX_INPUT_SIDE} pixels"
@@ -271,7 +271,7 @@ pub fn check_fits(
     if batch == 0 {
         return err("batch size must be at least 1".into());
     }
-    check_dimensions(cfg).or_else(err)?;
+    check_dimensions(cfg).map_err(|m| ModelError::Config(format!("model '{}': {m}", cfg.name)))?;
     let need = estimate_bytes(cfg, batch, size, workload);
     let budget = memory_budget();
     if need > budget {
@@ -301,7 +301,7 @@ pub fn check_training_input(
     batch: usize,
     size: usize,
 ) -> Result<(), ModelError> {
-    let err = |m: String| Err(ModelError::Config(m));
+    let err = |m: String| Err(ModelError::TooLarge(m));
     if num_classes > MAX_CLASSES {
         return err(format!(
             "num_classes = {num_classes} is above {MAX_CLASSES}"

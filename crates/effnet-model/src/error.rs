@@ -8,6 +8,9 @@ pub enum ModelError {
     /// A model description is malformed or impossible.
     #[error("invalid model config: {0}")]
     Config(String),
+    /// A run would exceed a size bound or the memory budget (see [`crate::budget`]).
+    #[error("{0}")]
+    TooLarge(String),
     /// No preset has this name.
     #[error("unknown model '{name}' (known: {known})")]
     UnknownPreset {

@@ -518,9 +518,9 @@ impl TrainConfig {
             bail!("sched.min_lr and sched.warmup_lr must be >= 0");
         }
         let p = &self.progressive;
-        if p.stages == 0 || p.stages > t.epochs {
+        if p.stages == 0 || p.stages > t.epochs.min(1000) {
             bail!(
-                "progressive.stages = {} must be in [1, train.epochs = {}]",
+                "progressive.stages = {} must be in [1, min(train.epochs = {}, 1000)]",
                 p.stages,
                 t.epochs
             );

@@ -19,6 +19,10 @@ pub fn parse_interpolation(name: &str) -> Result<Interpolation> {
 pub fn parse_randaugment(spec: &str, layers: usize) -> Result<Option<RandAugment>> {
     match spec.trim() {
         "" | "none" => Ok(None),
+        "automl" if layers > RandAugment::MAX_LAYERS => bail!(
+            "data.randaugment_layers = {layers} is above {}",
+            RandAugment::MAX_LAYERS
+        ),
         "automl" => Ok(Some(RandAugment::automl(layers, 0.0))),
         s if s.starts_with("rand") => RandAugment::parse_timm(s)
             .map(Some)

@@ -382,9 +382,29 @@ fn fuzz_train_toml() {
         )
         .expect("the seed parses");
     }
+    let img = image::RgbImage::from_fn(20, 14, |x, y| image::Rgb([x as u8 * 12, y as u8 * 17, 77]));
     fuzz("train toml", &seeds, |data| {
         let text = String::from_utf8_lossy(data);
-        let _ = effnet_train::TrainConfig::from_toml_with(&text, &["device=\"cpu\"".into()]);
+        let Ok(cfg) = effnet_train::TrainConfig::from_toml_with(&text, &["device=\"cpu\"".into()])
+        else {
+            return Ok(());
+        };
+        // A recipe that validates must give a schedule and per-stage transforms that run.
+        let sched = effnet_train::ProgressiveSchedule::new(
+            &cfg.progressive,
+            cfg.train.epochs,
+            cfg.train.batch_size,
+        );
+        let tf = effnet_train::data::train_transform(&cfg).map_err(|e| e.to_string())?;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+        for stage in sched.stages.iter().take(3) {
+            let tf = tf.at_stage(16, Some(stage.randaugment));
+            let mut out = vec![0f32; 3 * 16 * 16];
+            tf.apply_into(&img, &mut rng, &mut out);
+            if out.iter().any(|v| !v.is_finite()) {
+                return Err(format!("non-finite value at stage {}", stage.index));
+            }
+        }
         Ok(())
     });
 }

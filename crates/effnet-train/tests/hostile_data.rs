@@ -27,12 +27,36 @@ fn absurd_sizes_dimensions_and_statistics_are_refused_at_parse_time() {
         ("data.std=[inf,0.5,0.5]", "std"),
         ("data.std=[nan,0.5,0.5]", "std"),
         ("data.crop_pct=0.0001", "resize"),
+        (
+            "data.randaugment=\"rand-m9-n1000000000\"",
+            "n must be a whole number",
+        ),
         ("train.batch_size=100000000", "one batch of 100000000"),
         ("data.eval_batch_size=100000000", "one batch of 100000000"),
     ] {
         let e = err_text(recipe(&[set]).unwrap_err());
         assert!(e.contains(needle), "{set}: {e}");
         assert!(!e.contains('\n'), "{set}: {e}");
+    }
+    // Counts that would allocate per stage or loop per image without end.
+    for (sets, needle) in [
+        (
+            [
+                "train.epochs=1000000000000",
+                "progressive.stages=1000000000000",
+            ],
+            "progressive.stages",
+        ),
+        (
+            [
+                "data.randaugment=\"automl\"",
+                "data.randaugment_layers=1000000000",
+            ],
+            "randaugment_layers",
+        ),
+    ] {
+        let e = err_text(recipe(&sets).unwrap_err());
+        assert!(e.contains(needle), "{sets:?}: {e}");
     }
     // The shipped recipes still pass.
     recipe(&[]).expect("tiny recipe");
