@@ -37,7 +37,7 @@ fn logits(model: &effnet::EfficientNet, device: &Device) -> Vec<f32> {
         .forward(x)
         .into_data()
         .convert::<f32>()
-        .to_vec()
+        .try_into_vec()
         .unwrap()
 }
 
