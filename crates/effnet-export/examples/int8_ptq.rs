@@ -126,7 +126,7 @@ fn report(name: &str, reference: &[Vec<f32>], ours: &[Vec<f32>], truth: Option<&
         .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
         .fold(0f32, f32::max);
     let acc = truth.map(|t| {
-        let ok = ours.iter().zip(t).filter(|(p, &y)| argmax(p) == y).count();
+        let ok = ours.iter().zip(t).filter(|(p, y)| argmax(p) == **y).count();
         format!(
             ", top-1 accuracy {:.2}%",
             100.0 * ok as f64 / t.len() as f64

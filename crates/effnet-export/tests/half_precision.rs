@@ -8,8 +8,7 @@ use effnet::reexports::image;
 use effnet::{BUNDLED_WEIGHTS, Classifier};
 use effnet_model::{Precision, load_native, load_native_bytes, save_native_as};
 
-/// Bound on |p_f16 - p_f32| over all classes of the photos; measured 2026-11-27 (see the
-/// README's Deploy section for the figure).
+/// Bound on |p_f16 - p_f32| over all classes of the photos (measured: 1.1e-3 for Lite0).
 const MAX_PROB_DIFF: f32 = 2e-3;
 
 fn root() -> PathBuf {
