@@ -50,6 +50,12 @@ pub struct BenchArgs {
     /// Time training steps (forward, cross-entropy, backward, AdamW) instead of inference.
     #[arg(long)]
     pub train: bool,
+    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::infer::EngineArg>,
+    /// Also print the time split per layer type (one image after another, single forward).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// Runs the benchmark.
@@ -60,11 +66,15 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     }
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let cfg = EfficientNetConfig::from_name_or_file(&a.model)?;
+    let native = use_native(&a)?;
     let (first, mut times) = if a.train {
         time_training(&cfg, &a, &device)
+    } else if native {
+        crate::native_bench::time(&cfg, &a)?
     } else {
         time_inference(&cfg, &a, &device)
     };
+    let engine = if native { "native" } else { "burn" };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let ips = a.batch as f64 / median;
@@ -73,6 +83,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
             "{}",
             serde_json::json!({
                 "model": cfg.name, "device": a.device, "batch": a.batch, "size": a.size,
+                "engine": engine,
                 "mode": if a.train { "train" } else { "infer" },
                 "median_ms": median * 1e3, "img_per_s": ips, "first_iter_s": first,
                 "iters": a.iters,
@@ -80,10 +91,11 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     } else {
         println!(
-            "{} {} on {} b{} r{}: {:.1} ms/iter (median of {}), {:.1} img/s; first iteration {:.2} s",
+            "{} {} on {} ({}) b{} r{}: {:.1} ms/iter (median of {}), {:.1} img/s; first iteration {:.2} s",
             if a.train { "train" } else { "infer" },
             cfg.name,
             a.device,
+            engine,
             a.batch,
             a.size,
             median * 1e3,
@@ -93,6 +105,18 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether inference runs on the native CPU executor (`--engine`, default native on cpu).
+fn use_native(a: &BenchArgs) -> anyhow::Result<bool> {
+    use crate::infer::EngineArg;
+    let cpu = a.device == "cpu" || a.device == "flex";
+    match a.engine {
+        Some(EngineArg::Native) if !cpu => anyhow::bail!("--engine native runs on the cpu only"),
+        Some(EngineArg::Native) => Ok(!a.train),
+        Some(EngineArg::Burn) => Ok(false),
+        None => Ok(cpu && !a.train),
+    }
 }
 
 /// Runs `step` for warm-up and timed iterations: (first-iteration seconds, timed seconds).
@@ -127,6 +151,9 @@ fn time_inference(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (
         model = model.fold_batchnorm();
     }
     let x = random_input(a, device);
+    if a.profile {
+        crate::native_bench::print_profile(&crate::native_bench::profile_burn(&model, x.clone(), a.iters));
+    }
     // The same path as `effnet infer` (CPU batches split across the rayon threads).
     time_loop(a, || {
         let y = model.forward_inference(x.clone());

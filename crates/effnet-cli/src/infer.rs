@@ -107,6 +107,9 @@ pub struct InferArgs {
     /// Device: cpu, wgpu or cuda (GPU backends when compiled in).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
@@ -173,6 +176,26 @@ pub fn load_classifier(
     ))
 }
 
+/// `--engine` of `infer` and `bench`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum EngineArg {
+    /// effnet's dedicated CPU executor (crate effnet-cpu); cpu device only.
+    Native,
+    /// burn's forward (any device).
+    Burn,
+}
+
+/// Applies `--engine` (absent: native on the cpu, burn elsewhere).
+pub fn choose_engine(c: Classifier, engine: Option<EngineArg>) -> anyhow::Result<Classifier> {
+    let engine = match engine {
+        None => effnet::Engine::Auto,
+        Some(EngineArg::Native) => effnet::Engine::Native,
+        Some(EngineArg::Burn) => effnet::Engine::Burn,
+    };
+    c.with_engine(engine)
+        .map_err(|e| anyhow::anyhow!("--engine native: {e}"))
+}
+
 /// Runs `effnet infer`.
 pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     if a.topk == 0 || a.batch == 0 {
@@ -180,6 +203,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     }
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let mut classifier = load_classifier(a.model.as_deref(), a.weights.as_deref(), &device)?;
+    classifier = choose_engine(classifier, a.engine)?;
     let pre = a.preprocess.apply(classifier.preprocess().clone())?;
     classifier = classifier.with_preprocess(pre);
     if let Some(path) = &a.labels {

@@ -3,6 +3,7 @@
 mod bench;
 mod import;
 mod infer;
+mod native_bench;
 
 use std::process::ExitCode;
 

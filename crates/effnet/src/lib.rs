@@ -19,7 +19,7 @@ mod classifier;
 pub mod labels;
 
 pub use burn::prelude::Device;
-pub use classifier::{BUNDLED_WEIGHTS, Classifier, Prediction};
+pub use classifier::{BUNDLED_WEIGHTS, Classifier, Engine, Prediction};
 pub use effnet_data::{DataError, Interpolation, Preprocess, collect_images, load_rgb};
 pub use effnet_model::{
     EfficientNet, EfficientNetConfig, ModelError, available_devices, parse_device, preset_names,
@@ -29,6 +29,7 @@ pub use labels::{default_labels, imagenet_labels};
 /// Re-exports of the underlying crates for deeper use (training, custom models).
 pub mod reexports {
     pub use burn;
+    pub use effnet_cpu;
     pub use effnet_data;
     pub use effnet_model;
     pub use image;
