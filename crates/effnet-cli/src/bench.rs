@@ -152,7 +152,11 @@ fn time_inference(cfg: &EfficientNetConfig, a: &BenchArgs, device: &Device) -> (
     }
     let x = random_input(a, device);
     if a.profile {
-        crate::native_bench::print_profile(&crate::native_bench::profile_burn(&model, x.clone(), a.iters));
+        crate::native_bench::print_profile(&crate::native_bench::profile_burn(
+            &model,
+            x.clone(),
+            a.iters,
+        ));
     }
     // The same path as `effnet infer` (CPU batches split across the rayon threads).
     time_loop(a, || {

@@ -15,8 +15,13 @@ pub fn time(cfg: &EfficientNetConfig, a: &BenchArgs) -> anyhow::Result<(f64, Vec
     let model = cfg.init(&Device::flex()).fold_batchnorm();
     let exec = Executor::from_model(&model, cfg)?;
     let n = a.batch * 3 * a.size * a.size;
-    let x: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0).collect();
-    let run = || exec.forward(&x, a.batch, a.size, a.size, Layout::Nchw).map(|_| ());
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let run = || {
+        exec.forward(&x, a.batch, a.size, a.size, Layout::Nchw)
+            .map(|_| ())
+    };
     if a.profile {
         let mut split = [0f64; 7];
         for _ in 0..a.iters {
@@ -90,29 +95,48 @@ fn burn_block(block: &Block, x: Tensor<4>, split: &mut [f64; 7]) -> Tensor<4> {
     };
     let (y, skip) = match block {
         Block::ConvBnAct(b) => {
-            let y = step(FusedConv, &|| activate(conv_bn(&b.conv, &b.bn1, x.clone()), b.act));
+            let y = step(FusedConv, &|| {
+                activate(conv_bn(&b.conv, &b.bn1, x.clone()), b.act)
+            });
             (y, b.has_skip)
         }
         Block::EdgeResidual(b) => {
-            let m = step(FusedConv, &|| activate(conv_bn(&b.conv_exp, &b.bn1, x.clone()), b.act));
-            (step(Project, &|| conv_bn(&b.conv_pwl, &b.bn2, m.clone())), b.has_skip)
+            let m = step(FusedConv, &|| {
+                activate(conv_bn(&b.conv_exp, &b.bn1, x.clone()), b.act)
+            });
+            (
+                step(Project, &|| conv_bn(&b.conv_pwl, &b.bn2, m.clone())),
+                b.has_skip,
+            )
         }
         Block::DepthwiseSeparable(b) => {
-            let d = step(Depthwise, &|| activate(conv_bn(&b.conv_dw, &b.bn1, x.clone()), b.act));
+            let d = step(Depthwise, &|| {
+                activate(conv_bn(&b.conv_dw, &b.bn1, x.clone()), b.act)
+            });
             let d = match &b.se {
                 Some(se) => step(SqueezeExcite, &|| se.forward(d.clone())),
                 None => d,
             };
-            (step(Project, &|| conv_bn(&b.conv_pw, &b.bn2, d.clone())), b.has_skip)
+            (
+                step(Project, &|| conv_bn(&b.conv_pw, &b.bn2, d.clone())),
+                b.has_skip,
+            )
         }
         Block::InvertedResidual(b) => {
-            let m = step(Expand, &|| activate(conv_bn(&b.conv_pw, &b.bn1, x.clone()), b.act));
-            let d = step(Depthwise, &|| activate(conv_bn(&b.conv_dw, &b.bn2, m.clone()), b.act));
+            let m = step(Expand, &|| {
+                activate(conv_bn(&b.conv_pw, &b.bn1, x.clone()), b.act)
+            });
+            let d = step(Depthwise, &|| {
+                activate(conv_bn(&b.conv_dw, &b.bn2, m.clone()), b.act)
+            });
             let d = match &b.se {
                 Some(se) => step(SqueezeExcite, &|| se.forward(d.clone())),
                 None => d,
             };
-            (step(Project, &|| conv_bn(&b.conv_pwl, &b.bn3, d.clone())), b.has_skip)
+            (
+                step(Project, &|| conv_bn(&b.conv_pwl, &b.bn3, d.clone())),
+                b.has_skip,
+            )
         }
     };
     if skip { y + x } else { y }

@@ -59,7 +59,10 @@ fn parts(c: &Conv2d) -> Result<(Vec<f32>, [usize; 4], Option<Vec<f32>>, usize), 
 
 fn dense(c: &Conv2d, a: Act) -> Result<Conv, CpuError> {
     if c.groups != 1 {
-        return Err(CpuError::Unsupported(format!("grouped conv ({} groups)", c.groups)));
+        return Err(CpuError::Unsupported(format!(
+            "grouped conv ({} groups)",
+            c.groups
+        )));
     }
     let (w, dims, bias, stride) = parts(c)?;
     Conv::from_oihw(&w, dims, bias, stride, pad_of(c), a)
@@ -95,7 +98,13 @@ fn block(b: &Block) -> Result<BlockPlan, CpuError> {
         skip,
     };
     Ok(match b {
-        Block::ConvBnAct(b) => none(Some(dense(&b.conv, act(b.act))?), None, None, None, b.has_skip),
+        Block::ConvBnAct(b) => none(
+            Some(dense(&b.conv, act(b.act))?),
+            None,
+            None,
+            None,
+            b.has_skip,
+        ),
         Block::EdgeResidual(b) => none(
             Some(dense(&b.conv_exp, act(b.act))?),
             None,

@@ -144,7 +144,10 @@ impl Sizes {
             channels: 1,
             se_weights: 0,
         };
-        let g = plan.stem.pad.geometry(h, w, 3, plan.stem.k, plan.stem.stride);
+        let g = plan
+            .stem
+            .pad
+            .geometry(h, w, 3, plan.stem.k, plan.stem.stride);
         let (mut h, mut w) = (g.oh, g.ow);
         s.act = s.act.max(h * w * plan.stem.cout);
         for b in &plan.blocks {
@@ -276,7 +279,9 @@ impl Executor {
         input[..whole * per]
             .par_chunks(per)
             .zip(out[..whole * classes].par_chunks_mut(classes))
-            .for_each(|(img, logits)| self.image_with_arena(serial, img, h, w, layout, logits, None));
+            .for_each(|(img, logits)| {
+                self.image_with_arena(serial, img, h, w, layout, logits, None)
+            });
         let tiled = Ctx {
             isa: self.isa,
             threads,
@@ -308,9 +313,8 @@ impl Executor {
                 .position(|a| a.size == (h, w) && a.partial.len() >= self.partial_len(ctx, h, w));
             pos.map(|i| pool.swap_remove(i))
         };
-        let mut arena = found.unwrap_or_else(|| {
-            Arena::new(&self.plan, h, w, rayon::current_num_threads())
-        });
+        let mut arena =
+            found.unwrap_or_else(|| Arena::new(&self.plan, h, w, rayon::current_num_threads()));
         self.forward_image(ctx, &mut arena, img, layout, logits, prof);
         let mut pool = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
         pool.push(arena);
@@ -353,7 +357,13 @@ impl Executor {
         kernels::column_sums(ctx.isa, &a.m1[..pixels * head.cout], &mut a.pooled);
         let inv = 1.0 / pixels as f32;
         a.pooled.iter_mut().for_each(|v| *v *= inv);
-        kernels::vec_mat(ctx.isa, &a.pooled, &self.plan.fc_weight, &self.plan.fc_bias, logits);
+        kernels::vec_mat(
+            ctx.isa,
+            &a.pooled,
+            &self.plan.fc_weight,
+            &self.plan.fc_bias,
+            logits,
+        );
         lap(LayerKind::Head, t);
     }
 
@@ -386,7 +396,14 @@ impl Executor {
             let last = b.dw.is_none() && b.project.is_none();
             let dst = if last { &mut *y } else { &mut *m1 };
             (h, w) = conv(ctx, c, x, h, w, dst, residual(b.skip && last, x), None);
-            lap(if c.k > 1 { LayerKind::FusedConv } else { LayerKind::Expand }, t);
+            lap(
+                if c.k > 1 {
+                    LayerKind::FusedConv
+                } else {
+                    LayerKind::Expand
+                },
+                t,
+            );
             if last {
                 return (h, w);
             }
@@ -504,9 +521,13 @@ fn conv(
     };
     let chunk = rows * g.ow * c.cout;
     if ctx.threads > 1 && !small {
-        out.par_chunks_mut(chunk).enumerate().for_each(|(i, d)| tile(i, d));
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, d)| tile(i, d));
     } else {
-        out.chunks_mut(chunk).enumerate().for_each(|(i, d)| tile(i, d));
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, d)| tile(i, d));
     }
     (g.oh, g.ow)
 }
@@ -529,7 +550,17 @@ fn depthwise(
     let rows = g.oh.div_ceil(tiles);
     let chunk = rows * g.ow * d.c;
     let run = |i: usize, dst: &mut [f32], s: Option<&mut [f32]>| {
-        kernels::depthwise(ctx.isa, input, &d.weight, &d.bias, d.act, g, i * rows, dst, s);
+        kernels::depthwise(
+            ctx.isa,
+            input,
+            &d.weight,
+            &d.bias,
+            d.act,
+            g,
+            i * rows,
+            dst,
+            s,
+        );
     };
     match sums {
         Some((partial, total)) => {
@@ -542,7 +573,11 @@ fn depthwise(
                     .enumerate()
                     .for_each(|(i, (dst, s))| run(i, dst, Some(s)));
             } else {
-                for (i, (dst, s)) in out.chunks_mut(chunk).zip(partial.chunks_mut(d.c)).enumerate() {
+                for (i, (dst, s)) in out
+                    .chunks_mut(chunk)
+                    .zip(partial.chunks_mut(d.c))
+                    .enumerate()
+                {
                     run(i, dst, Some(s));
                 }
             }
@@ -550,7 +585,9 @@ fn depthwise(
             kernels::column_sums(ctx.isa, partial, total);
         }
         None if ctx.threads > 1 => {
-            out.par_chunks_mut(chunk).enumerate().for_each(|(i, dst)| run(i, dst, None));
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, dst)| run(i, dst, None));
         }
         None => {
             for (i, dst) in out.chunks_mut(chunk).enumerate() {

@@ -348,7 +348,9 @@ mod tests {
     use super::*;
 
     fn inputs() -> Vec<f32> {
-        (0..4001).map(|i| (i as f32 - 2000.0) * 0.01 + 0.003).collect()
+        (0..4001)
+            .map(|i| (i as f32 - 2000.0) * 0.01 + 0.003)
+            .collect()
     }
 
     #[test]
@@ -400,20 +402,58 @@ mod tests {
         for (k, stride, c, pad) in [
             (3, 1, 40, Pad::Same),
             (5, 2, 72, Pad::Same),
-            (3, 2, 16, Pad::Explicit { top: 1, left: 1, bottom: 1, right: 1 }),
-            (5, 1, 33, Pad::Explicit { top: 2, left: 2, bottom: 2, right: 2 }),
+            (
+                3,
+                2,
+                16,
+                Pad::Explicit {
+                    top: 1,
+                    left: 1,
+                    bottom: 1,
+                    right: 1,
+                },
+            ),
+            (
+                5,
+                1,
+                33,
+                Pad::Explicit {
+                    top: 2,
+                    left: 2,
+                    bottom: 2,
+                    right: 2,
+                },
+            ),
         ] {
             let (h, w) = (13, 10);
             let g = pad.geometry(h, w, c, k, stride);
-            let input: Vec<f32> = (0..h * w * c).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
-            let wt: Vec<f32> = (0..k * k * c).map(|i| ((i * 13 % 29) as f32 - 14.0) / 20.0).collect();
+            let input: Vec<f32> = (0..h * w * c)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let wt: Vec<f32> = (0..k * k * c)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 20.0)
+                .collect();
             let bias: Vec<f32> = (0..c).map(|i| i as f32 / c as f32 - 0.5).collect();
             let want = naive_dw(&input, &wt, &bias, g);
             for isa in [Isa::best(), Isa::scalar()] {
                 let mut out = vec![0f32; want.len()];
                 let mut sums = vec![0f32; c];
-                depthwise(isa, &input, &wt, &bias, Act::Silu, g, 0, &mut out, Some(&mut sums));
-                let d = out.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+                depthwise(
+                    isa,
+                    &input,
+                    &wt,
+                    &bias,
+                    Act::Silu,
+                    g,
+                    0,
+                    &mut out,
+                    Some(&mut sums),
+                );
+                let d = out
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
                 assert!(d < 1e-4, "k{k} s{stride} c{c} {pad:?} {}: {d}", isa.name());
                 for ch in 0..c {
                     let s: f32 = want.iter().skip(ch).step_by(c).sum();

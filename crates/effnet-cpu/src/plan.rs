@@ -43,7 +43,8 @@ impl Pad {
                 bottom,
                 right,
             } => {
-                let out = |n: usize, a: usize, b: usize| ((n + a + b).saturating_sub(k)) / stride + 1;
+                let out =
+                    |n: usize, a: usize, b: usize| ((n + a + b).saturating_sub(k)) / stride + 1;
                 (top, out(h, top, bottom), left, out(w, left, right))
             }
         };
@@ -105,7 +106,9 @@ impl Conv {
         act: Act,
     ) -> Result<Self, CpuError> {
         if kh != kw {
-            return Err(CpuError::Unsupported(format!("non-square {kh}x{kw} kernel")));
+            return Err(CpuError::Unsupported(format!(
+                "non-square {kh}x{kw} kernel"
+            )));
         }
         check_len("conv weight", oihw.len(), cout * cin * kh * kw)?;
         let k = kh;
@@ -291,13 +294,19 @@ impl Plan {
             let cin = c;
             if let Some(conv) = &b.conv {
                 if conv.cin != c {
-                    return mismatch(format!("block {i} conv takes {} channels, gets {c}", conv.cin));
+                    return mismatch(format!(
+                        "block {i} conv takes {} channels, gets {c}",
+                        conv.cin
+                    ));
                 }
                 c = conv.cout;
             }
             if let Some(dw) = &b.dw {
                 if dw.c != c {
-                    return mismatch(format!("block {i} depthwise has {} channels, gets {c}", dw.c));
+                    return mismatch(format!(
+                        "block {i} depthwise has {} channels, gets {c}",
+                        dw.c
+                    ));
                 }
             }
             if let Some(se) = &b.se {
@@ -307,7 +316,10 @@ impl Plan {
             }
             if let Some(p) = &b.project {
                 if p.cin != c || !p.is_pointwise() {
-                    return mismatch(format!("block {i} projection takes {} channels, gets {c}", p.cin));
+                    return mismatch(format!(
+                        "block {i} projection takes {} channels, gets {c}",
+                        p.cin
+                    ));
                 }
                 c = p.cout;
             }

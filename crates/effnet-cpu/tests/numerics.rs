@@ -11,7 +11,9 @@ use effnet_model::{EfficientNet, EfficientNetConfig, import_pytorch, load_native
 const TOL: f32 = 1e-4;
 
 fn data(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
 }
 
 /// One tensor of a safetensors file as (values, shape).
@@ -29,7 +31,10 @@ fn read(path: &Path, name: &str) -> (Vec<f32>, Vec<usize>) {
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len(), "element count");
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn assert_close(what: &str, ours: &[f32], want: &[f32]) {
@@ -45,10 +50,14 @@ fn burn_logits(model: &EfficientNet, x: &[f32], shape: [usize; 4]) -> Vec<f32> {
 
 /// Deterministic pseudo-random values in [-2, 2).
 fn noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
         })
         .collect()
@@ -72,15 +81,29 @@ fn check_fixture(name: &str, weights: &str) {
     let (x, s) = read(&io, "input");
     let (want, _) = read(&io, "logits");
     let ours = exec.forward(&x, s[0], s[2], s[3], Layout::Nchw).unwrap();
-    assert_close(&format!("{name} vs reference ({})", exec.isa().name()), &ours, &want);
+    assert_close(
+        &format!("{name} vs reference ({})", exec.isa().name()),
+        &ours,
+        &want,
+    );
     for (h, w) in [(37, 53), (64, 64)] {
         let shape = [3, 3, h, w];
         let x = noise(3 * 3 * h * w, (h * w) as u64);
         let ours = exec.forward(&x, 3, h, w, Layout::Nchw).unwrap();
-        assert_close(&format!("{name} b3 {h}x{w} vs burn"), &ours, &burn_logits(&model, &x, shape));
-        let scalar = Executor::from_model(&model, &cfg).unwrap().with_isa(Isa::scalar());
+        assert_close(
+            &format!("{name} b3 {h}x{w} vs burn"),
+            &ours,
+            &burn_logits(&model, &x, shape),
+        );
+        let scalar = Executor::from_model(&model, &cfg)
+            .unwrap()
+            .with_isa(Isa::scalar());
         let fallback = scalar.forward(&x, 3, h, w, Layout::Nchw).unwrap();
-        assert_close(&format!("{name} b3 {h}x{w} scalar vs simd"), &fallback, &ours);
+        assert_close(
+            &format!("{name} b3 {h}x{w} scalar vs simd"),
+            &fallback,
+            &ours,
+        );
     }
 }
 
@@ -91,7 +114,10 @@ fn torchvision_layout_v2_symmetric_padding_matches() {
 
 #[test]
 fn timm_tf_v2_same_padding_matches() {
-    check_fixture("timm_tf_v2_tiny", "tests/data/parity/timm_tf_v2_tiny.safetensors");
+    check_fixture(
+        "timm_tf_v2_tiny",
+        "tests/data/parity/timm_tf_v2_tiny.safetensors",
+    );
 }
 
 #[test]
@@ -112,7 +138,10 @@ fn real_lite0_on_the_photos_matches_reference_and_burn() {
 
 #[test]
 fn layouts_threads_and_batch_splits_agree() {
-    let (model, cfg) = imported("timm_tf_v2_tiny", "tests/data/parity/timm_tf_v2_tiny.safetensors");
+    let (model, cfg) = imported(
+        "timm_tf_v2_tiny",
+        "tests/data/parity/timm_tf_v2_tiny.safetensors",
+    );
     let exec = Executor::from_model(&model, &cfg).unwrap();
     let (b, h, w) = (5, 41, 29);
     let nchw = noise(b * 3 * h * w, 7);
@@ -130,13 +159,17 @@ fn layouts_threads_and_batch_splits_agree() {
     // One image at a time (tiles over threads) and 1 or 3 threads give the same logits.
     let classes = exec.num_classes();
     for threads in [1, 3] {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
         let all = pool.install(|| exec.forward(&nchw, b, h, w, Layout::Nchw).unwrap());
         assert_close(&format!("{threads} threads"), &all, &a);
         let per = 3 * h * w;
         for i in 0..b {
             let one = pool.install(|| {
-                exec.forward(&nchw[i * per..(i + 1) * per], 1, h, w, Layout::Nchw).unwrap()
+                exec.forward(&nchw[i * per..(i + 1) * per], 1, h, w, Layout::Nchw)
+                    .unwrap()
             });
             assert_close("single image", &one, &a[i * classes..(i + 1) * classes]);
         }

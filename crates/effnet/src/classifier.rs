@@ -197,7 +197,13 @@ impl Classifier {
         let (b, c) = (images.len(), self.preprocess.crop);
         let classes = exec.num_classes();
         let values = exec
-            .forward(&self.batch_values(images), b, c, c, effnet_cpu::Layout::Nchw)
+            .forward(
+                &self.batch_values(images),
+                b,
+                c,
+                c,
+                effnet_cpu::Layout::Nchw,
+            )
             .unwrap_or_else(|e| panic!("native engine: {e}"));
         Tensor::from_data(TensorData::new(values, [b, classes]), &self.device)
     }
