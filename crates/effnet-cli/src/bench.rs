@@ -53,15 +53,28 @@ pub struct BenchArgs {
     /// Time training steps (forward, cross-entropy, backward, AdamW) instead of inference.
     #[arg(long)]
     pub train: bool,
+    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
+    #[arg(long, value_enum)]
+    pub engine: Option<crate::infer::EngineArg>,
+    /// Also print the time split per layer type (one image after another, single forward).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 /// The settings one run uses, after defaults.
-struct Run {
-    batch: usize,
-    size: usize,
-    warmup: usize,
-    iters: usize,
-    no_fold: bool,
+pub struct Run {
+    /// Images per step.
+    pub batch: usize,
+    /// Square input side.
+    pub size: usize,
+    /// Untimed iterations (the first is reported on its own).
+    pub warmup: usize,
+    /// Timed iterations.
+    pub iters: usize,
+    /// Keep BatchNorm unfolded (burn engine).
+    pub no_fold: bool,
+    /// Print the per-layer-type time split.
+    pub profile: bool,
 }
 
 /// Runs the benchmark.
@@ -81,6 +94,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         warmup: a.warmup,
         iters: a.iters,
         no_fold: a.no_fold,
+        profile: a.profile,
     };
     if r.batch == 0 || r.size < 32 || r.iters == 0 {
         anyhow::bail!("--batch-size and --iters must be >= 1 and --img-size >= 32");
@@ -91,11 +105,15 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         effnet_model::Workload::Inference
     };
     effnet_model::check_fits(&cfg, r.batch, r.size, workload)?;
+    let native = use_native(&a)?;
     let (first, mut times, params) = if a.train {
         time_training(&cfg, &r, &device)
+    } else if native {
+        crate::native_bench::time(&cfg, &r)?
     } else {
         time_inference(&cfg, &r, &device)
     };
+    let engine = if native { "native" } else { "burn" };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let ips = r.batch as f64 / median;
@@ -106,6 +124,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         let mut rec = serde_json::Map::new();
         rec.insert("model".into(), cfg.name.clone().into());
         rec.insert("device".into(), a.device.clone().into());
+        rec.insert("engine".into(), engine.into());
         for (key, value) in [
             (
                 "samples_per_sec",
@@ -123,7 +142,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::Value::Object(rec));
     } else {
         println!(
-            "{prefix} {} on {}: batch_size {} img_size {} param_count {param_count}M: \
+            "{prefix} {} on {} ({engine}): batch_size {} img_size {} param_count {param_count}M: \
              {:.1} samples/s, step_time {:.1} ms (median of {}); first iteration {:.2} s",
             cfg.name,
             a.device,
@@ -136,6 +155,18 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Whether inference runs on the native CPU executor (`--engine`, default native on cpu).
+fn use_native(a: &BenchArgs) -> anyhow::Result<bool> {
+    use crate::infer::EngineArg;
+    let cpu = a.device == "cpu" || a.device == "flex";
+    match a.engine {
+        Some(EngineArg::Native) if !cpu => anyhow::bail!("--engine native runs on the cpu only"),
+        Some(EngineArg::Native) => Ok(!a.train),
+        Some(EngineArg::Burn) => Ok(false),
+        None => Ok(cpu && !a.train),
+    }
 }
 
 /// Runs `step` for warm-up and timed iterations: (first-iteration seconds, timed seconds).
@@ -174,6 +205,13 @@ fn time_inference(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing 
         model = model.fold_batchnorm();
     }
     let x = random_input(a, device);
+    if a.profile {
+        crate::native_bench::print_profile(&crate::native_bench::profile_burn(
+            &model,
+            x.clone(),
+            a.iters,
+        ));
+    }
     // The same path as `effnet infer` (CPU batches split across the rayon threads).
     let (first, times) = time_loop(a, || {
         let y = model.forward_inference(x.clone());

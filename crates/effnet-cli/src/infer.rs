@@ -67,6 +67,9 @@ pub struct InferArgs {
     /// Device: cpu, wgpu or cuda (GPU backends when compiled in).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     /// Output format; default: from the -o extension (.csv, .json, .jsonl), else text.
     #[arg(long, visible_alias = "results-format", value_enum)]
     pub format: Option<Format>,
@@ -89,6 +92,26 @@ fn classifier(a: &InferArgs, device: &Device) -> anyhow::Result<Classifier> {
     Ok(c)
 }
 
+/// `--engine` of `infer` and `bench`.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum EngineArg {
+    /// effnet's dedicated CPU executor (crate effnet-cpu); cpu device only.
+    Native,
+    /// burn's forward (any device).
+    Burn,
+}
+
+/// Applies `--engine` (absent: native on the cpu, burn elsewhere).
+pub fn choose_engine(c: Classifier, engine: Option<EngineArg>) -> anyhow::Result<Classifier> {
+    let engine = match engine {
+        None => effnet::Engine::Auto,
+        Some(EngineArg::Native) => effnet::Engine::Native,
+        Some(EngineArg::Burn) => effnet::Engine::Burn,
+    };
+    c.with_engine(engine)
+        .map_err(|e| anyhow::anyhow!("--engine native: {e}"))
+}
+
 /// Runs `effnet infer`.
 pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     if a.topk == 0 || a.batch_size == 0 {
@@ -96,7 +119,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     }
     set_workers(a.workers)?;
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
-    let classifier = classifier(&a, &device)?;
+    let classifier = choose_engine(classifier(&a, &device)?, a.engine)?;
     let topk = a.topk.min(classifier.config().num_classes);
 
     let (files, listing_errors) = collect_images(&a.paths);

@@ -5,6 +5,7 @@ mod bench;
 mod export;
 mod import;
 mod infer;
+mod native_bench;
 
 use std::process::ExitCode;
 

@@ -13,6 +13,18 @@ use crate::Error;
 use crate::labels::default_labels;
 use crate::source::WeightsSource;
 
+/// Which code runs a [`Classifier`]'s forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Engine {
+    /// The dedicated CPU executor ([`effnet_cpu`]) on the CPU device, burn elsewhere.
+    #[default]
+    Auto,
+    /// The dedicated CPU executor (CPU device only).
+    Native,
+    /// burn's forward on the classifier's device.
+    Burn,
+}
+
 /// The bundled ImageNet-1k EfficientNet-Lite0 weights (weights/efficientnet_lite0.bpk, 18.8 MB;
 /// cargo feature `bundled`, on by default).
 #[cfg(feature = "bundled")]
@@ -58,6 +70,7 @@ pub struct Classifier {
     preprocess: Preprocess,
     labels: Vec<String>,
     device: Device,
+    native: Option<effnet_cpu::Executor>,
 }
 
 impl Classifier {
@@ -116,12 +129,48 @@ impl Classifier {
         labels: Vec<String>,
         device: &Device,
     ) -> Self {
+        let model = model.fold_batchnorm();
+        // The native CPU executor when it supports the model; burn otherwise.
+        let native = (*device == Device::flex())
+            .then(|| effnet_cpu::Executor::from_model(&model, &config).ok())
+            .flatten();
         Self {
-            model: model.fold_batchnorm(),
+            model,
             config,
             preprocess,
             labels,
             device: device.clone(),
+            native,
+        }
+    }
+
+    /// Chooses the engine that runs the forward pass (default [`Engine::Auto`]: the native
+    /// executor on the CPU). [`Engine::Native`] fails off the CPU or for unsupported models.
+    pub fn with_engine(mut self, engine: Engine) -> Result<Self, ModelError> {
+        match engine {
+            Engine::Burn => self.native = None,
+            Engine::Auto | Engine::Native if self.native.is_some() => {}
+            Engine::Auto => {}
+            Engine::Native if self.device != Device::flex() => {
+                return Err(ModelError::Config(
+                    "the native engine runs on the cpu device only".into(),
+                ));
+            }
+            Engine::Native => {
+                let exec = effnet_cpu::Executor::from_model(&self.model, &self.config)
+                    .map_err(|e| ModelError::Config(e.to_string()))?;
+                self.native = Some(exec);
+            }
+        }
+        Ok(self)
+    }
+
+    /// The engine in use: [`Engine::Native`] or [`Engine::Burn`].
+    pub fn engine(&self) -> Engine {
+        if self.native.is_some() {
+            Engine::Native
+        } else {
+            Engine::Burn
         }
     }
 
@@ -165,18 +214,43 @@ impl Classifier {
     /// Preprocesses images (in parallel) into one `[B, 3, crop, crop]` tensor.
     pub fn batch_tensor(&self, images: &[RgbImage]) -> Tensor<4> {
         let c = self.preprocess.crop;
+        let buf = self.batch_values(images);
+        Tensor::from_data(TensorData::new(buf, [images.len(), 3, c, c]), &self.device)
+    }
+
+    /// Preprocesses images (in parallel) into `[B][3][crop][crop]` values.
+    fn batch_values(&self, images: &[RgbImage]) -> Vec<f32> {
+        let c = self.preprocess.crop;
         let per = 3 * c * c;
         let mut buf = vec![0f32; images.len() * per];
         buf.par_chunks_mut(per)
             .zip(images.par_iter())
             .for_each(|(out, img)| self.preprocess.apply_into(img, out));
-        Tensor::from_data(TensorData::new(buf, [images.len(), 3, c, c]), &self.device)
+        buf
     }
 
-    /// Raw logits `[B, classes]` for a batch of images. On the CPU the batch is split across
-    /// the rayon threads (see [`EfficientNet::forward_split`]).
+    /// Raw logits `[B, classes]` for a batch of images: the native executor on the CPU
+    /// (see [`Engine`]), burn's forward otherwise (CPU batches split across threads).
     pub fn logits(&self, images: &[RgbImage]) -> Tensor<2> {
-        self.model.forward_inference(self.batch_tensor(images))
+        match &self.native {
+            Some(exec) => self.native_logits(exec, images),
+            None => self.model.forward_inference(self.batch_tensor(images)),
+        }
+    }
+
+    fn native_logits(&self, exec: &effnet_cpu::Executor, images: &[RgbImage]) -> Tensor<2> {
+        let (b, c) = (images.len(), self.preprocess.crop);
+        let classes = exec.num_classes();
+        let values = exec
+            .forward(
+                &self.batch_values(images),
+                b,
+                c,
+                c,
+                effnet_cpu::Layout::Nchw,
+            )
+            .unwrap_or_else(|e| panic!("native engine: {e}"));
+        Tensor::from_data(TensorData::new(values, [b, classes]), &self.device)
     }
 
     /// Top-`k` classes for each image of a batch.

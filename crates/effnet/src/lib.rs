@@ -28,7 +28,7 @@ pub mod source;
 pub use burn::prelude::Device;
 #[cfg(feature = "bundled")]
 pub use classifier::BUNDLED_WEIGHTS;
-pub use classifier::{Classifier, Prediction, bundled_pretrained};
+pub use classifier::{Classifier, Engine, Prediction, bundled_pretrained};
 pub use effnet_data::{DataError, Interpolation, Preprocess, collect_images, load_rgb};
 pub use effnet_model::{
     EfficientNet, EfficientNetConfig, FeatureInfo, ModelError, PreprocessOverrides, Pretrained,
@@ -41,6 +41,7 @@ pub use source::{WeightsSource, load_pretrained};
 /// Re-exports of the underlying crates for deeper use (training, custom models).
 pub mod reexports {
     pub use burn;
+    pub use effnet_cpu;
     pub use effnet_data;
     pub use effnet_model;
     pub use image;

@@ -1,0 +1,145 @@
+//! `effnet bench` on the native CPU executor, and the per-layer-type time split of both engines.
+
+use std::time::Instant;
+
+use burn::prelude::*;
+use effnet::EfficientNetConfig;
+use effnet_cpu::{Executor, LayerKind, Layout};
+use effnet_model::Block;
+use effnet_model::blocks::{activate, conv_bn};
+
+use crate::bench::Run;
+
+/// Times `Executor::forward` on random weights and inputs: (first-iteration s, timed s).
+pub fn time(cfg: &EfficientNetConfig, a: &Run) -> anyhow::Result<(f64, Vec<f64>, usize)> {
+    let model = cfg.init(&Device::flex());
+    let params = model.num_trainable_params();
+    let model = model.fold_batchnorm();
+    let exec = Executor::from_model(&model, cfg)?;
+    let n = a.batch * 3 * a.size * a.size;
+    let x: Vec<f32> = (0..n)
+        .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+        .collect();
+    let run = || {
+        exec.forward(&x, a.batch, a.size, a.size, Layout::Nchw)
+            .map(|_| ())
+    };
+    if a.profile {
+        let mut split = [0f64; 7];
+        for _ in 0..a.iters {
+            let (_, p) = exec.profile(&x, a.batch, a.size, a.size, Layout::Nchw)?;
+            split.iter_mut().zip(p.seconds).for_each(|(s, t)| *s += t);
+        }
+        println!("native engine, instruction set {}", exec.isa().name());
+        print_profile(&split.map(|s| s / a.iters as f64));
+    }
+    let t0 = Instant::now();
+    run()?;
+    let first = t0.elapsed().as_secs_f64();
+    for _ in 1..a.warmup {
+        run()?;
+    }
+    let mut times = Vec::with_capacity(a.iters);
+    for _ in 0..a.iters {
+        let t = Instant::now();
+        run()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    Ok((first, times, params))
+}
+
+/// Prints seconds per layer kind (indexed like `LayerKind::ALL`) with their shares.
+pub fn print_profile(split: &[f64; 7]) {
+    let total: f64 = split.iter().sum();
+    for (kind, s) in LayerKind::ALL.iter().zip(split) {
+        println!(
+            "  {:<16} {:>8.2} ms {:>5.1}%",
+            kind.name(),
+            s * 1e3,
+            100.0 * s / total.max(1e-12)
+        );
+    }
+    println!("  {:<16} {:>8.2} ms", "total", total * 1e3);
+}
+
+/// Waits for `t` (burn may queue work) and adds the time since `t0` to `kind`.
+fn lap<const D: usize>(split: &mut [f64; 7], kind: LayerKind, t0: Instant, t: &Tensor<D>) {
+    let _ = t.clone().flatten::<1>(0, D - 1).slice([0..1]).into_data();
+    split[kind as usize] += t0.elapsed().as_secs_f64();
+}
+
+/// The same split for burn's forward (whole batch, unsplit), averaged over `iters` runs. Block
+/// layers are timed one by one, so this is slightly slower than the plain forward.
+pub fn profile_burn(model: &effnet::EfficientNet, x: Tensor<4>, iters: usize) -> [f64; 7] {
+    let mut split = [0f64; 7];
+    for _ in 0..iters {
+        let t = Instant::now();
+        let mut y = activate(conv_bn(&model.conv_stem, &model.bn1, x.clone()), model.act);
+        lap(&mut split, LayerKind::Stem, t, &y);
+        for block in model.blocks.iter().flatten() {
+            y = burn_block(block, y, &mut split);
+        }
+        let t = Instant::now();
+        let f = activate(conv_bn(&model.conv_head, &model.bn2, y), model.act);
+        let logits = model.forward_head(f, false);
+        lap(&mut split, LayerKind::Head, t, &logits);
+    }
+    split.map(|s| s / iters.max(1) as f64)
+}
+
+fn burn_block(block: &Block, x: Tensor<4>, split: &mut [f64; 7]) -> Tensor<4> {
+    use LayerKind::*;
+    let mut step = |kind, f: &dyn Fn() -> Tensor<4>| {
+        let t = Instant::now();
+        let y = f();
+        lap(split, kind, t, &y);
+        y
+    };
+    let (y, skip) = match block {
+        Block::ConvBnAct(b) => {
+            let y = step(FusedConv, &|| {
+                activate(conv_bn(&b.conv, &b.bn1, x.clone()), b.act)
+            });
+            (y, b.has_skip)
+        }
+        Block::EdgeResidual(b) => {
+            let m = step(FusedConv, &|| {
+                activate(conv_bn(&b.conv_exp, &b.bn1, x.clone()), b.act)
+            });
+            (
+                step(Project, &|| conv_bn(&b.conv_pwl, &b.bn2, m.clone())),
+                b.has_skip,
+            )
+        }
+        Block::DepthwiseSeparable(b) => {
+            let d = step(Depthwise, &|| {
+                activate(conv_bn(&b.conv_dw, &b.bn1, x.clone()), b.act)
+            });
+            let d = match &b.se {
+                Some(se) => step(SqueezeExcite, &|| se.forward(d.clone())),
+                None => d,
+            };
+            (
+                step(Project, &|| conv_bn(&b.conv_pw, &b.bn2, d.clone())),
+                b.has_skip,
+            )
+        }
+        Block::InvertedResidual(b) => {
+            let m = step(Expand, &|| {
+                activate(conv_bn(&b.conv_pw, &b.bn1, x.clone()), b.act)
+            });
+            let d = step(Depthwise, &|| {
+                activate(conv_bn(&b.conv_dw, &b.bn2, m.clone()), b.act)
+            });
+            let d = match &b.se {
+                Some(se) => step(SqueezeExcite, &|| se.forward(d.clone())),
+                None => d,
+            };
+            (
+                step(Project, &|| conv_bn(&b.conv_pwl, &b.bn3, d.clone())),
+                b.has_skip,
+            )
+        }
+    };
+    if skip { y + x } else { y }
+}

@@ -1,0 +1,179 @@
+//! Compiling a burn [`EfficientNet`] into a [`Plan`]: reads every weight once with `into_data`.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+use burn::prelude::*;
+use effnet_model::blocks::SqueezeExcite as BurnSe;
+use effnet_model::{Activation, Block, EfficientNet, EfficientNetConfig};
+
+use crate::error::CpuError;
+use crate::exec::Executor;
+use crate::kernels::Act;
+use crate::plan::{BlockPlan, Conv, Depthwise, Pad, Plan, SqueezeExcite};
+
+fn act(a: Activation) -> Act {
+    match a {
+        Activation::Silu => Act::Silu,
+        Activation::Relu6 => Act::Relu6,
+        Activation::Relu => Act::Relu,
+    }
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, CpuError> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| CpuError::Shape(format!("reading weights: {e:?}")))
+}
+
+fn pad_of(c: &Conv2d) -> Pad {
+    match c.padding {
+        PaddingConfig2d::Same => Pad::Same,
+        PaddingConfig2d::Valid => Pad::Explicit {
+            top: 0,
+            left: 0,
+            bottom: 0,
+            right: 0,
+        },
+        PaddingConfig2d::Explicit(top, left, bottom, right) => Pad::Explicit {
+            top,
+            left,
+            bottom,
+            right,
+        },
+    }
+}
+
+/// Weights, bias and stride of a conv, rejecting what the kernels do not do.
+fn parts(c: &Conv2d) -> Result<(Vec<f32>, [usize; 4], Option<Vec<f32>>, usize), CpuError> {
+    if c.dilation != [1, 1] || c.stride[0] != c.stride[1] {
+        return Err(CpuError::Unsupported(format!(
+            "conv with dilation {:?} and stride {:?}",
+            c.dilation, c.stride
+        )));
+    }
+    let dims = c.weight.dims();
+    let bias = c.bias.as_ref().map(|b| values(b.val())).transpose()?;
+    Ok((values(c.weight.val())?, dims, bias, c.stride[0]))
+}
+
+fn dense(c: &Conv2d, a: Act) -> Result<Conv, CpuError> {
+    if c.groups != 1 {
+        return Err(CpuError::Unsupported(format!(
+            "grouped conv ({} groups)",
+            c.groups
+        )));
+    }
+    let (w, dims, bias, stride) = parts(c)?;
+    Conv::from_oihw(&w, dims, bias, stride, pad_of(c), a)
+}
+
+fn depthwise(c: &Conv2d, a: Act) -> Result<Depthwise, CpuError> {
+    let (w, dims, bias, stride) = parts(c)?;
+    if c.groups != dims[0] {
+        return Err(CpuError::Unsupported(format!(
+            "grouped conv ({} groups, {} channels)",
+            c.groups, dims[0]
+        )));
+    }
+    Depthwise::from_oihw(&w, dims, bias, stride, pad_of(c), a)
+}
+
+fn squeeze_excite(se: &Option<BurnSe>) -> Result<Option<SqueezeExcite>, CpuError> {
+    let Some(se) = se else { return Ok(None) };
+    let zeros = |n: usize| vec![0.0; n];
+    let (r, rdims, rb, _) = parts(&se.conv_reduce)?;
+    let (e, edims, eb, _) = parts(&se.conv_expand)?;
+    let rb = rb.unwrap_or_else(|| zeros(rdims[0]));
+    let eb = eb.unwrap_or_else(|| zeros(edims[0]));
+    SqueezeExcite::from_convs(&r, rb, &e, eb, act(se.act)).map(Some)
+}
+
+fn block(b: &Block) -> Result<BlockPlan, CpuError> {
+    let none = |conv, dw, se, project, skip| BlockPlan {
+        conv,
+        dw,
+        se,
+        project,
+        skip,
+    };
+    Ok(match b {
+        Block::ConvBnAct(b) => none(
+            Some(dense(&b.conv, act(b.act))?),
+            None,
+            None,
+            None,
+            b.has_skip,
+        ),
+        Block::EdgeResidual(b) => none(
+            Some(dense(&b.conv_exp, act(b.act))?),
+            None,
+            None,
+            Some(dense(&b.conv_pwl, Act::None)?),
+            b.has_skip,
+        ),
+        Block::DepthwiseSeparable(b) => none(
+            None,
+            Some(depthwise(&b.conv_dw, act(b.act))?),
+            squeeze_excite(&b.se)?,
+            Some(dense(&b.conv_pw, Act::None)?),
+            b.has_skip,
+        ),
+        Block::InvertedResidual(b) => none(
+            Some(dense(&b.conv_pw, act(b.act))?),
+            Some(depthwise(&b.conv_dw, act(b.act))?),
+            squeeze_excite(&b.se)?,
+            Some(dense(&b.conv_pwl, Act::None)?),
+            b.has_skip,
+        ),
+    })
+}
+
+impl Plan {
+    /// Compiles `model` (BatchNorm is folded first when it is not yet) described by `config`.
+    pub fn from_model(model: &EfficientNet, config: &EfficientNetConfig) -> Result<Self, CpuError> {
+        if model.num_classes() != config.num_classes {
+            return Err(CpuError::Shape(format!(
+                "model has {} classes, config '{}' {}",
+                model.num_classes(),
+                config.name,
+                config.num_classes
+            )));
+        }
+        let folded;
+        let model = if model.is_folded() {
+            model
+        } else {
+            folded = model.clone().fold_batchnorm();
+            &folded
+        };
+        let a = act(model.act);
+        let blocks = model
+            .blocks
+            .iter()
+            .flatten()
+            .map(block)
+            .collect::<Result<Vec<_>, _>>()?;
+        let fc = &model.classifier;
+        let classes = fc.weight.dims()[1];
+        let plan = Plan {
+            stem: dense(&model.conv_stem, a)?,
+            blocks,
+            head: dense(&model.conv_head, a)?,
+            fc_weight: values(fc.weight.val())?,
+            fc_bias: match &fc.bias {
+                Some(b) => values(b.val())?,
+                None => vec![0.0; classes],
+            },
+        };
+        plan.validate()?;
+        Ok(plan)
+    }
+}
+
+impl Executor {
+    /// Compiles `model` + `config` into an executor in one call (see [`Plan::from_model`]).
+    pub fn from_model(model: &EfficientNet, config: &EfficientNetConfig) -> Result<Self, CpuError> {
+        Executor::new(Plan::from_model(model, config)?)
+    }
+}

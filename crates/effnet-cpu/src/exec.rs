@@ -1,0 +1,598 @@
+//! Running a [`Plan`]: per-image forward over preallocated buffers, threads over the batch or
+//! over spatial tiles.
+
+use std::cell::RefCell;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::error::CpuError;
+use crate::isa::Isa;
+use crate::kernels;
+use crate::plan::{BlockPlan, Conv, Plan};
+
+/// Memory layout of an input batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// `[B][3][H][W]` (PyTorch / burn).
+    Nchw,
+    /// `[B][H][W][3]` (channels-last).
+    Nhwc,
+}
+
+/// Kinds of layers, for the time split of [`Executor::profile`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerKind {
+    /// Input transpose + stem conv.
+    Stem,
+    /// Full k×k convs of Fused-MBConv blocks.
+    FusedConv,
+    /// 1×1 expansion GEMMs.
+    Expand,
+    /// Depthwise convs (with activation and SE pooling).
+    Depthwise,
+    /// Squeeze-excitation gates (and gate-scaled projection weights).
+    SqueezeExcite,
+    /// 1×1 projection GEMMs (with residual).
+    Project,
+    /// Head conv, global pool, classifier.
+    Head,
+}
+
+impl LayerKind {
+    /// All kinds, in network order.
+    pub const ALL: [LayerKind; 7] = [
+        LayerKind::Stem,
+        LayerKind::FusedConv,
+        LayerKind::Expand,
+        LayerKind::Depthwise,
+        LayerKind::SqueezeExcite,
+        LayerKind::Project,
+        LayerKind::Head,
+    ];
+
+    /// Short name for reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Stem => "stem",
+            LayerKind::FusedConv => "fused kxk conv",
+            LayerKind::Expand => "1x1 expand",
+            LayerKind::Depthwise => "depthwise",
+            LayerKind::SqueezeExcite => "squeeze-excite",
+            LayerKind::Project => "1x1 project",
+            LayerKind::Head => "head+pool+fc",
+        }
+    }
+}
+
+/// Seconds spent per [`LayerKind`].
+#[derive(Clone, Debug, Default)]
+pub struct Profile {
+    /// Seconds, indexed like [`LayerKind::ALL`].
+    pub seconds: [f64; 7],
+}
+
+impl Profile {
+    fn add(&mut self, kind: LayerKind, since: Instant) {
+        self.seconds[kind as usize] += since.elapsed().as_secs_f64();
+    }
+}
+
+/// How the current image may use threads.
+#[derive(Clone, Copy)]
+struct Ctx {
+    isa: Isa,
+    /// Threads available to split this image's layers over (1 = run serially).
+    threads: usize,
+}
+
+/// Pixels per GEMM tile: enough rows to amortise packing, few enough to stay in cache.
+fn tile_pixels(kdim: usize) -> usize {
+    (131_072 / kdim.max(1)).clamp(64, 1024)
+}
+
+/// Preallocated activations for one image size.
+struct Arena {
+    size: (usize, usize),
+    x: Vec<f32>,
+    y: Vec<f32>,
+    m1: Vec<f32>,
+    m2: Vec<f32>,
+    partial: Vec<f32>,
+    mean: Vec<f32>,
+    hidden: Vec<f32>,
+    gates: Vec<f32>,
+    scaled: Vec<f32>,
+    pooled: Vec<f32>,
+}
+
+/// Most channels a depthwise may split its SE sums over, per thread.
+const DW_TILES_PER_THREAD: usize = 4;
+
+impl Arena {
+    fn new(plan: &Plan, h: usize, w: usize, threads: usize) -> Self {
+        let s = Sizes::of(plan, h, w);
+        let tiles = DW_TILES_PER_THREAD * threads.max(1);
+        Self {
+            size: (h, w),
+            x: vec![0.0; s.act],
+            y: vec![0.0; s.act],
+            m1: vec![0.0; s.act],
+            m2: vec![0.0; s.act],
+            partial: vec![0.0; tiles * s.channels],
+            mean: vec![0.0; s.channels],
+            hidden: vec![0.0; s.channels],
+            gates: vec![0.0; s.channels],
+            scaled: vec![0.0; s.se_weights],
+            pooled: vec![0.0; plan.head.cout],
+        }
+    }
+}
+
+/// Largest buffers one image needs.
+struct Sizes {
+    act: usize,
+    channels: usize,
+    se_weights: usize,
+}
+
+impl Sizes {
+    fn of(plan: &Plan, h: usize, w: usize) -> Self {
+        let mut s = Sizes {
+            act: 3 * h * w,
+            channels: 1,
+            se_weights: 0,
+        };
+        let g = plan
+            .stem
+            .pad
+            .geometry(h, w, 3, plan.stem.k, plan.stem.stride);
+        let (mut h, mut w) = (g.oh, g.ow);
+        s.act = s.act.max(h * w * plan.stem.cout);
+        for b in &plan.blocks {
+            if let Some(c) = &b.conv {
+                let g = c.pad.geometry(h, w, c.cin, c.k, c.stride);
+                (h, w) = (g.oh, g.ow);
+                s.act = s.act.max(h * w * c.cout);
+            }
+            if let Some(d) = &b.dw {
+                let g = d.pad.geometry(h, w, d.c, d.k, d.stride);
+                (h, w) = (g.oh, g.ow);
+                s.act = s.act.max(h * w * d.c);
+                s.channels = s.channels.max(d.c);
+            }
+            if let (Some(_), Some(p)) = (&b.se, &b.project) {
+                s.se_weights = s.se_weights.max(p.cin * p.cout);
+            }
+            if let Some(p) = &b.project {
+                s.act = s.act.max(h * w * p.cout);
+            }
+        }
+        s.act = s.act.max(h * w * plan.head.cout);
+        s
+    }
+}
+
+thread_local! {
+    /// im2col scratch of the current thread, grown on demand and kept.
+    static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Runs a compiled EfficientNet on CPU buffers. Cheap to share between threads; activation
+/// buffers are kept between calls (one set per concurrently running image).
+pub struct Executor {
+    plan: Plan,
+    isa: Isa,
+    arenas: Mutex<Vec<Arena>>,
+}
+
+impl Executor {
+    /// Wraps a validated plan, with the instruction set from [`Isa::detect`].
+    pub fn new(plan: Plan) -> Result<Self, CpuError> {
+        plan.validate()?;
+        Ok(Self {
+            plan,
+            isa: Isa::detect(),
+            arenas: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Forces an instruction set (e.g. [`Isa::scalar`] to test the fallback).
+    pub fn with_isa(mut self, isa: Isa) -> Self {
+        self.isa = isa;
+        self
+    }
+
+    /// The instruction set in use.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The compiled plan.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Number of output classes.
+    pub fn num_classes(&self) -> usize {
+        self.plan.num_classes()
+    }
+
+    /// Logits `[B][classes]` for a batch of `h`×`w` RGB images in `layout`. Uses every rayon
+    /// thread: whole images per thread when the batch allows, spatial tiles otherwise.
+    pub fn forward(
+        &self,
+        input: &[f32],
+        batch: usize,
+        h: usize,
+        w: usize,
+        layout: Layout,
+    ) -> Result<Vec<f32>, CpuError> {
+        self.run(input, batch, h, w, layout, None)
+    }
+
+    /// Like [`forward`](Self::forward) (images one after the other, layers split over the
+    /// threads), also returning the seconds spent per [`LayerKind`].
+    pub fn profile(
+        &self,
+        input: &[f32],
+        batch: usize,
+        h: usize,
+        w: usize,
+        layout: Layout,
+    ) -> Result<(Vec<f32>, Profile), CpuError> {
+        let mut p = Profile::default();
+        let y = self.run(input, batch, h, w, layout, Some(&mut p))?;
+        Ok((y, p))
+    }
+
+    fn run(
+        &self,
+        input: &[f32],
+        batch: usize,
+        h: usize,
+        w: usize,
+        layout: Layout,
+        mut prof: Option<&mut Profile>,
+    ) -> Result<Vec<f32>, CpuError> {
+        let per = 3 * h * w;
+        if h == 0 || w == 0 || input.len() != batch * per {
+            return Err(CpuError::Shape(format!(
+                "input has {} values, expected {batch}x3x{h}x{w}",
+                input.len()
+            )));
+        }
+        let classes = self.num_classes();
+        let mut out = vec![0f32; batch * classes];
+        let threads = rayon::current_num_threads().max(1);
+        // Whole images per thread for the part of the batch that divides evenly.
+        let whole = if prof.is_none() && threads > 1 {
+            batch - batch % threads
+        } else {
+            0
+        };
+        let serial = Ctx {
+            isa: self.isa,
+            threads: 1,
+        };
+        input[..whole * per]
+            .par_chunks(per)
+            .zip(out[..whole * classes].par_chunks_mut(classes))
+            .for_each(|(img, logits)| {
+                self.image_with_arena(serial, img, h, w, layout, logits, None)
+            });
+        let tiled = Ctx {
+            isa: self.isa,
+            threads,
+        };
+        for (img, logits) in input[whole * per..]
+            .chunks(per)
+            .zip(out[whole * classes..].chunks_mut(classes))
+        {
+            self.image_with_arena(tiled, img, h, w, layout, logits, prof.as_deref_mut());
+        }
+        Ok(out)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn image_with_arena(
+        &self,
+        ctx: Ctx,
+        img: &[f32],
+        h: usize,
+        w: usize,
+        layout: Layout,
+        logits: &mut [f32],
+        prof: Option<&mut Profile>,
+    ) {
+        let found = {
+            let mut pool = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+            let pos = pool
+                .iter()
+                .position(|a| a.size == (h, w) && a.partial.len() >= self.partial_len(ctx, h, w));
+            pos.map(|i| pool.swap_remove(i))
+        };
+        let mut arena =
+            found.unwrap_or_else(|| Arena::new(&self.plan, h, w, rayon::current_num_threads()));
+        self.forward_image(ctx, &mut arena, img, layout, logits, prof);
+        let mut pool = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
+        pool.push(arena);
+    }
+
+    fn partial_len(&self, ctx: Ctx, h: usize, w: usize) -> usize {
+        DW_TILES_PER_THREAD * ctx.threads * Sizes::of(&self.plan, h, w).channels
+    }
+
+    fn forward_image(
+        &self,
+        ctx: Ctx,
+        a: &mut Arena,
+        img: &[f32],
+        layout: Layout,
+        logits: &mut [f32],
+        mut prof: Option<&mut Profile>,
+    ) {
+        let (h, w) = a.size;
+        let mut lap = |kind: LayerKind, t: Instant| {
+            if let Some(p) = prof.as_deref_mut() {
+                p.add(kind, t);
+            }
+        };
+        let t = Instant::now();
+        to_nhwc(img, h, w, layout, &mut a.x[..3 * h * w]);
+        let stem = &self.plan.stem;
+        let (mut h, mut w) = conv(ctx, stem, &a.x, h, w, &mut a.y, None, None);
+        std::mem::swap(&mut a.x, &mut a.y);
+        lap(LayerKind::Stem, t);
+        for b in &self.plan.blocks {
+            (h, w) = self.block(ctx, a, b, h, w, &mut lap);
+            std::mem::swap(&mut a.x, &mut a.y);
+        }
+        let t = Instant::now();
+        let head = &self.plan.head;
+        conv(ctx, head, &a.x, h, w, &mut a.m1, None, None);
+        let pixels = h * w;
+        a.pooled.fill(0.0);
+        kernels::column_sums(ctx.isa, &a.m1[..pixels * head.cout], &mut a.pooled);
+        let inv = 1.0 / pixels as f32;
+        a.pooled.iter_mut().for_each(|v| *v *= inv);
+        kernels::vec_mat(
+            ctx.isa,
+            &a.pooled,
+            &self.plan.fc_weight,
+            &self.plan.fc_bias,
+            logits,
+        );
+        lap(LayerKind::Head, t);
+    }
+
+    /// Runs one block from `a.x` (`h`×`w`) into `a.y`; returns the output size.
+    fn block(
+        &self,
+        ctx: Ctx,
+        a: &mut Arena,
+        b: &BlockPlan,
+        mut h: usize,
+        mut w: usize,
+        lap: &mut impl FnMut(LayerKind, Instant),
+    ) -> (usize, usize) {
+        let Arena {
+            x,
+            y,
+            m1,
+            m2,
+            partial,
+            mean,
+            hidden,
+            gates,
+            scaled,
+            ..
+        } = a;
+        let mut cur: &[f32] = x;
+        if let Some(c) = &b.conv {
+            let t = Instant::now();
+            // Straight to the output when the conv ends the block (Fused-MBConv, expansion 1).
+            let last = b.dw.is_none() && b.project.is_none();
+            let dst = if last { &mut *y } else { &mut *m1 };
+            (h, w) = conv(ctx, c, x, h, w, dst, residual(b.skip && last, x), None);
+            lap(
+                if c.k > 1 {
+                    LayerKind::FusedConv
+                } else {
+                    LayerKind::Expand
+                },
+                t,
+            );
+            if last {
+                return (h, w);
+            }
+            cur = m1;
+        }
+        let mut rhs: Option<&[f32]> = None;
+        if let Some(d) = &b.dw {
+            let t = Instant::now();
+            let g = d.pad.geometry(h, w, d.c, d.k, d.stride);
+            let sums = b.se.as_ref().map(|_| (&mut partial[..], &mut mean[..d.c]));
+            depthwise(ctx, d, g, cur, &mut m2[..g.oh * g.ow * d.c], sums);
+            (h, w) = (g.oh, g.ow);
+            lap(LayerKind::Depthwise, t);
+            cur = m2;
+            if let (Some(se), Some(p)) = (&b.se, &b.project) {
+                let t = Instant::now();
+                let c = d.c;
+                let inv = 1.0 / (h * w) as f32;
+                mean[..c].iter_mut().for_each(|v| *v *= inv);
+                kernels::se_gates(
+                    ctx.isa,
+                    &mean[..c],
+                    &se.w_reduce,
+                    &se.b_reduce,
+                    &se.w_expand,
+                    &se.b_expand,
+                    se.act,
+                    &mut hidden[..se.b_reduce.len()],
+                    &mut gates[..c],
+                );
+                let scaled = &mut scaled[..p.cin * p.cout];
+                kernels::scale_rows(ctx.isa, scaled, &p.weight, &gates[..c], p.cout);
+                rhs = Some(scaled);
+                lap(LayerKind::SqueezeExcite, t);
+            }
+        }
+        if let Some(p) = &b.project {
+            let t = Instant::now();
+            (h, w) = conv(ctx, p, cur, h, w, y, residual(b.skip, x), rhs);
+            lap(LayerKind::Project, t);
+        }
+        (h, w)
+    }
+}
+
+/// The block input as residual when the block has a skip connection.
+fn residual(skip: bool, x: &[f32]) -> Option<&[f32]> {
+    if skip { Some(x) } else { None }
+}
+
+/// Copies one image into `[h][w][3]`.
+fn to_nhwc(img: &[f32], h: usize, w: usize, layout: Layout, out: &mut [f32]) {
+    match layout {
+        Layout::Nhwc => out.copy_from_slice(img),
+        Layout::Nchw => {
+            let plane = h * w;
+            for (p, px) in out.chunks_exact_mut(3).enumerate() {
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = img[c * plane + p];
+                }
+            }
+        }
+    }
+}
+
+/// Dense conv as GEMM tiles over output rows, bias + activation (+ residual) fused into each
+/// tile while it is in cache. `rhs` overrides the weights (SE-gated projection).
+#[allow(clippy::too_many_arguments)]
+fn conv(
+    ctx: Ctx,
+    c: &Conv,
+    input: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+    residual: Option<&[f32]>,
+    rhs: Option<&[f32]>,
+) -> (usize, usize) {
+    let g = c.pad.geometry(h, w, c.cin, c.k, c.stride);
+    let kdim = c.k * c.k * c.cin;
+    let pixels = g.oh * g.ow;
+    let out = &mut out[..pixels * c.cout];
+    let rhs = rhs.unwrap_or(&c.weight);
+    // Small images: one tile, the GEMM itself split over the threads.
+    let small = ctx.threads > 1 && pixels < ctx.threads * 128;
+    let rows = if small {
+        g.oh
+    } else {
+        let mut rows = (tile_pixels(kdim) / g.ow).max(1);
+        if ctx.threads > 1 {
+            rows = rows.min(g.oh.div_ceil(2 * ctx.threads)).max(1);
+        }
+        rows
+    };
+    let gemm_threads = if small { ctx.threads } else { 1 };
+    let tile = |i: usize, dst: &mut [f32]| {
+        let oy0 = i * rows;
+        let m = dst.len() / c.cout;
+        let p0 = oy0 * g.ow;
+        if c.is_pointwise() {
+            let lhs = &input[p0 * kdim..(p0 + m) * kdim];
+            crate::gemm::matmul(ctx.isa, dst, lhs, rhs, m, kdim, c.cout, gemm_threads);
+        } else {
+            COL.with_borrow_mut(|col| {
+                if col.len() < m * kdim {
+                    col.resize(m * kdim, 0.0);
+                }
+                let col = &mut col[..m * kdim];
+                kernels::im2col(ctx.isa, input, g, oy0, m / g.ow, col);
+                crate::gemm::matmul(ctx.isa, dst, col, rhs, m, kdim, c.cout, gemm_threads);
+            });
+        }
+        let res = residual.map(|r| &r[p0 * c.cout..(p0 + m) * c.cout]);
+        kernels::bias_act(ctx.isa, dst, &c.bias, c.act, res);
+    };
+    let chunk = rows * g.ow * c.cout;
+    if ctx.threads > 1 && !small {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, d)| tile(i, d));
+    } else {
+        out.chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, d)| tile(i, d));
+    }
+    (g.oh, g.ow)
+}
+
+/// Depthwise conv over row tiles; with `sums`, also the per-channel sums of the output
+/// (per-tile partials in the first buffer, reduced into the second).
+fn depthwise(
+    ctx: Ctx,
+    d: &crate::plan::Depthwise,
+    g: kernels::ConvGeom,
+    input: &[f32],
+    out: &mut [f32],
+    sums: Option<(&mut [f32], &mut [f32])>,
+) {
+    let tiles = if ctx.threads > 1 {
+        (DW_TILES_PER_THREAD * ctx.threads).min(g.oh)
+    } else {
+        1
+    };
+    let rows = g.oh.div_ceil(tiles);
+    let chunk = rows * g.ow * d.c;
+    let run = |i: usize, dst: &mut [f32], s: Option<&mut [f32]>| {
+        kernels::depthwise(
+            ctx.isa,
+            input,
+            &d.weight,
+            &d.bias,
+            d.act,
+            g,
+            i * rows,
+            dst,
+            s,
+        );
+    };
+    match sums {
+        Some((partial, total)) => {
+            let n = out.len().div_ceil(chunk);
+            let partial = &mut partial[..n * d.c];
+            partial.fill(0.0);
+            if ctx.threads > 1 {
+                out.par_chunks_mut(chunk)
+                    .zip(partial.par_chunks_mut(d.c))
+                    .enumerate()
+                    .for_each(|(i, (dst, s))| run(i, dst, Some(s)));
+            } else {
+                for (i, (dst, s)) in out
+                    .chunks_mut(chunk)
+                    .zip(partial.chunks_mut(d.c))
+                    .enumerate()
+                {
+                    run(i, dst, Some(s));
+                }
+            }
+            total.fill(0.0);
+            kernels::column_sums(ctx.isa, partial, total);
+        }
+        None if ctx.threads > 1 => {
+            out.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(i, dst)| run(i, dst, None));
+        }
+        None => {
+            for (i, dst) in out.chunks_mut(chunk).enumerate() {
+                run(i, dst, None);
+            }
+        }
+    }
+}

@@ -1,0 +1,482 @@
+//! The executor's compute kernels on channels-last (NHWC) rows. Each is compiled once per
+//! instruction set by [`multiversion`]; the loops run over channels so that they vectorise.
+
+use crate::isa::{Isa, fmadd, multiversion};
+
+/// Non-linearities of the family (after a conv's bias).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    /// Identity (projection convs).
+    None,
+    /// x·sigmoid(x).
+    Silu,
+    /// min(max(x, 0), 6).
+    Relu6,
+    /// max(x, 0).
+    Relu,
+}
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+const LN2_HI: f32 = 0.693_145_75;
+const LN2_LO: f32 = 1.428_606_8e-6;
+/// 1.5·2^23: adding and subtracting it rounds an f32 of magnitude < 2^22 to an integer.
+const ROUND_MAGIC: f32 = 12_582_912.0;
+
+/// e^x to ~2 ulp for x in [-87, 88] (clamped outside): Cody-Waite reduction to
+/// r in [-ln2/2, ln2/2], degree-6 Taylor polynomial, exponent by bit arithmetic. Branch-free,
+/// so loops over it vectorise.
+#[inline(always)]
+pub(crate) fn exp_fast<const FMA: bool>(x: f32) -> f32 {
+    let x = x.max(-87.0).min(88.0);
+    let shifted = x * LOG2E + ROUND_MAGIC;
+    let n = shifted - ROUND_MAGIC;
+    // The integer n sits in the low mantissa bits of `shifted` (no float-to-int conversion,
+    // whose saturating semantics would not vectorise).
+    let ni = shifted.to_bits().wrapping_sub(ROUND_MAGIC.to_bits()) as i32;
+    let r = fmadd::<FMA>(n, -LN2_HI, x);
+    let r = fmadd::<FMA>(n, -LN2_LO, r);
+    let mut p = 1.0 / 720.0;
+    p = fmadd::<FMA>(p, r, 1.0 / 120.0);
+    p = fmadd::<FMA>(p, r, 1.0 / 24.0);
+    p = fmadd::<FMA>(p, r, 1.0 / 6.0);
+    p = fmadd::<FMA>(p, r, 0.5);
+    p = fmadd::<FMA>(p, r, 1.0);
+    p = fmadd::<FMA>(p, r, 1.0);
+    let scale = f32::from_bits(((ni + 127) as u32) << 23);
+    p * scale
+}
+
+/// Logistic sigmoid built on [`exp_fast`].
+#[inline(always)]
+pub(crate) fn sigmoid_fast<const FMA: bool>(x: f32) -> f32 {
+    1.0 / (1.0 + exp_fast::<FMA>(-x))
+}
+
+/// Applies `act` to one value.
+#[inline(always)]
+pub(crate) fn act_one<const FMA: bool>(x: f32, act: Act) -> f32 {
+    match act {
+        Act::None => x,
+        Act::Silu => x / (1.0 + exp_fast::<FMA>(-x)),
+        Act::Relu6 => x.max(0.0).min(6.0),
+        Act::Relu => x.max(0.0),
+    }
+}
+
+/// Loops `f` over `row` with the activation match hoisted out of the loop.
+#[inline(always)]
+fn with_act<const FMA: bool>(act: Act, row: &mut [f32], bias: &[f32], res: Option<&[f32]>) {
+    macro_rules! run {
+        ($a:expr) => {
+            match res {
+                Some(res) => {
+                    for ((y, b), r) in row.iter_mut().zip(bias).zip(res) {
+                        *y = act_one::<FMA>(*y + b, $a) + r;
+                    }
+                }
+                None => {
+                    for (y, b) in row.iter_mut().zip(bias) {
+                        *y = act_one::<FMA>(*y + b, $a);
+                    }
+                }
+            }
+        };
+    }
+    match act {
+        Act::None => run!(Act::None),
+        Act::Silu => run!(Act::Silu),
+        Act::Relu6 => run!(Act::Relu6),
+        Act::Relu => run!(Act::Relu),
+    }
+}
+
+multiversion! {
+    /// GEMM epilogue on `rows` (row-major, `bias.len()` columns): `y = act(y + bias) [+ residual]`.
+    pub fn bias_act(rows: &mut [f32], bias: &[f32], act: Act, residual: Option<&[f32]>) {
+        let n = bias.len();
+        match residual {
+            Some(res) => {
+                for (row, r) in rows.chunks_exact_mut(n).zip(res.chunks_exact(n)) {
+                    with_act::<FMA>(act, row, bias, Some(r));
+                }
+            }
+            None => {
+                for row in rows.chunks_exact_mut(n) {
+                    with_act::<FMA>(act, row, bias, None);
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Plain row-major matrix product `dst[m×n] = lhs[m×k] · rhs[k×n]`: the portable fallback
+    /// for the `gemm` crate and its reference in tests.
+    pub fn matmul_plain(dst: &mut [f32], lhs: &[f32], rhs: &[f32], k: usize, n: usize) {
+        for (drow, lrow) in dst.chunks_exact_mut(n).zip(lhs.chunks_exact(k)) {
+            drow.fill(0.0);
+            for (a, rrow) in lrow.iter().zip(rhs.chunks_exact(n)) {
+                for (d, r) in drow.iter_mut().zip(rrow) {
+                    *d = fmadd::<FMA>(*a, *r, *d);
+                }
+            }
+        }
+    }
+}
+
+/// Geometry of one depthwise (or im2col) convolution on an NHWC image.
+#[derive(Clone, Copy, Debug)]
+pub struct ConvGeom {
+    /// Input height, width, channels.
+    pub h: usize,
+    pub w: usize,
+    pub c: usize,
+    /// Output height and width.
+    pub oh: usize,
+    pub ow: usize,
+    /// Square kernel size and stride.
+    pub k: usize,
+    pub stride: usize,
+    /// Padding before the first row and column.
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl ConvGeom {
+    /// Input coordinate of output `o` and tap `t` along one axis, if inside the image.
+    #[inline(always)]
+    fn tap(&self, o: usize, t: usize, pad: usize, size: usize) -> Option<usize> {
+        (o * self.stride + t).checked_sub(pad).filter(|&i| i < size)
+    }
+}
+
+/// Channels per register block of the depthwise kernel.
+const DW_BLOCK: usize = 32;
+
+multiversion! {
+    /// Depthwise k×k conv + bias + activation for output rows `oy0..oy0 + out.len()/(ow·c)`,
+    /// adding each output channel's sum over the tile to `sums` (for squeeze-excitation).
+    /// `weight` is `[k·k][c]`, `input` the whole `[h][w][c]` image, `out` the tile.
+    pub fn depthwise(
+        input: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        act: Act,
+        g: ConvGeom,
+        oy0: usize,
+        out: &mut [f32],
+        sums: Option<&mut [f32]>,
+    ) {
+        let c = g.c;
+        let mut sums = sums;
+        for (r, orow) in out.chunks_exact_mut(g.ow * c).enumerate() {
+            let oy = oy0 + r;
+            for (ox, opix) in orow.chunks_exact_mut(c).enumerate() {
+                let mut c0 = 0;
+                while c0 + DW_BLOCK <= c {
+                    let mut acc = [0f32; DW_BLOCK];
+                    acc.copy_from_slice(&bias[c0..c0 + DW_BLOCK]);
+                    for ky in 0..g.k {
+                        let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else { continue };
+                        for kx in 0..g.k {
+                            let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else { continue };
+                            let x = &input[(iy * g.w + ix) * c + c0..][..DW_BLOCK];
+                            let wt = &weight[(ky * g.k + kx) * c + c0..][..DW_BLOCK];
+                            for i in 0..DW_BLOCK {
+                                acc[i] = fmadd::<FMA>(x[i], wt[i], acc[i]);
+                            }
+                        }
+                    }
+                    for i in 0..DW_BLOCK {
+                        acc[i] = act_one::<FMA>(acc[i], act);
+                    }
+                    opix[c0..c0 + DW_BLOCK].copy_from_slice(&acc);
+                    c0 += DW_BLOCK;
+                }
+                if c0 < c {
+                    let acc = &mut opix[c0..];
+                    acc.copy_from_slice(&bias[c0..]);
+                    for ky in 0..g.k {
+                        let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else { continue };
+                        for kx in 0..g.k {
+                            let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else { continue };
+                            let x = &input[(iy * g.w + ix) * c + c0..][..c - c0];
+                            let wt = &weight[(ky * g.k + kx) * c + c0..][..c - c0];
+                            for ((a, x), w) in acc.iter_mut().zip(x).zip(wt) {
+                                *a = fmadd::<FMA>(*x, *w, *a);
+                            }
+                        }
+                    }
+                    for a in acc.iter_mut() {
+                        *a = act_one::<FMA>(*a, act);
+                    }
+                }
+                if let Some(s) = sums.as_deref_mut() {
+                    for (s, y) in s.iter_mut().zip(opix.iter()) {
+                        *s += y;
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// im2col for output rows `oy0..oy0 + rows`: each output pixel becomes one row of
+    /// `k·k·c` values ordered (ky, kx, channel), zeros where the kernel hangs over the border.
+    pub fn im2col(input: &[f32], g: ConvGeom, oy0: usize, rows: usize, col: &mut [f32]) {
+        let c = g.c;
+        let kc = g.k * c;
+        let mut dst = col.chunks_exact_mut(g.k * kc);
+        for oy in oy0..oy0 + rows {
+            for ox in 0..g.ow {
+                let Some(row) = dst.next() else { return };
+                for ky in 0..g.k {
+                    let seg = &mut row[ky * kc..(ky + 1) * kc];
+                    let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else {
+                        seg.fill(0.0);
+                        continue;
+                    };
+                    for kx in 0..g.k {
+                        let px = &mut seg[kx * c..(kx + 1) * c];
+                        match g.tap(ox, kx, g.pad_left, g.w) {
+                            Some(ix) => px.copy_from_slice(&input[(iy * g.w + ix) * c..][..c]),
+                            None => px.fill(0.0),
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Squeeze-excitation gates from a channel mean: `sigmoid(We·act(Wr·mean + br) + be)`.
+    /// `w_reduce` is `[c][squeeze]`, `w_expand` `[squeeze][c]`; `hidden` is scratch.
+    pub fn se_gates(
+        mean: &[f32],
+        w_reduce: &[f32],
+        b_reduce: &[f32],
+        w_expand: &[f32],
+        b_expand: &[f32],
+        act: Act,
+        hidden: &mut [f32],
+        gates: &mut [f32],
+    ) {
+        let sq = b_reduce.len();
+        hidden.copy_from_slice(b_reduce);
+        for (m, wrow) in mean.iter().zip(w_reduce.chunks_exact(sq)) {
+            for (h, w) in hidden.iter_mut().zip(wrow) {
+                *h = fmadd::<FMA>(*m, *w, *h);
+            }
+        }
+        for h in hidden.iter_mut() {
+            *h = act_one::<FMA>(*h, act);
+        }
+        gates.copy_from_slice(b_expand);
+        let c = b_expand.len();
+        for (h, wrow) in hidden.iter().zip(w_expand.chunks_exact(c)) {
+            for (g, w) in gates.iter_mut().zip(wrow) {
+                *g = fmadd::<FMA>(*h, *w, *g);
+            }
+        }
+        for g in gates.iter_mut() {
+            *g = sigmoid_fast::<FMA>(*g);
+        }
+    }
+}
+
+multiversion! {
+    /// Scales row `i` of the `[rows][n]` matrix `src` by `scale[i]` into `dst` (the SE gate
+    /// folded into the projection weights, so the gated activation is never materialised).
+    pub fn scale_rows(dst: &mut [f32], src: &[f32], scale: &[f32], n: usize) {
+        for ((d, s), g) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)).zip(scale) {
+            for (d, s) in d.iter_mut().zip(s) {
+                *d = s * g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Adds every `c`-wide row of `rows` into `sums`.
+    pub fn column_sums(rows: &[f32], sums: &mut [f32]) {
+        let c = sums.len();
+        for row in rows.chunks_exact(c) {
+            for (s, y) in sums.iter_mut().zip(row) {
+                *s += y;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// `out = bias + x · w` for one row `x` and a row-major `[x.len()][out.len()]` matrix.
+    pub fn vec_mat(x: &[f32], w: &[f32], bias: &[f32], out: &mut [f32]) {
+        let n = out.len();
+        out.copy_from_slice(bias);
+        for (a, wrow) in x.iter().zip(w.chunks_exact(n)) {
+            for (o, w) in out.iter_mut().zip(wrow) {
+                *o = fmadd::<FMA>(*a, *w, *o);
+            }
+        }
+    }
+}
+
+/// Scalar reference activations for tests (exact `exp`).
+pub fn act_reference(x: f32, act: Act) -> f32 {
+    match act {
+        Act::None => x,
+        Act::Silu => x / (1.0 + (-x).exp()),
+        Act::Relu6 => x.clamp(0.0, 6.0),
+        Act::Relu => x.max(0.0),
+    }
+}
+
+/// Runs [`bias_act`] with zero bias on a copy of `xs` (for testing the fast activations).
+pub fn act_slice(isa: Isa, xs: &[f32], act: Act) -> Vec<f32> {
+    let mut out = xs.to_vec();
+    let bias = vec![0.0; out.len().max(1)];
+    if !out.is_empty() {
+        bias_act(isa, &mut out, &bias[..xs.len()], act, None);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> Vec<f32> {
+        (0..4001)
+            .map(|i| (i as f32 - 2000.0) * 0.01 + 0.003)
+            .collect()
+    }
+
+    #[test]
+    fn fast_activations_match_exact_ones() {
+        for isa in [Isa::best(), Isa::scalar()] {
+            for act in [Act::Silu, Act::Relu6, Act::Relu, Act::None] {
+                let xs = inputs();
+                for (x, y) in xs.iter().zip(act_slice(isa, &xs, act)) {
+                    let want = act_reference(*x, act);
+                    let tol = 2e-6 * want.abs().max(1.0);
+                    assert!((y - want).abs() <= tol, "{act:?} {x}: {y} vs {want}");
+                }
+            }
+        }
+        // Far outside the polynomial's range: finite, saturating.
+        let big = act_slice(Isa::best(), &[-1000.0, 1000.0, -90.0], Act::Silu);
+        assert_eq!(big[1], 1000.0);
+        assert!(big[0].abs() < 1e-30 && big[2].abs() < 1e-30);
+    }
+
+    /// Naive depthwise conv on NHWC with explicit padding, for reference.
+    fn naive_dw(input: &[f32], w: &[f32], b: &[f32], g: ConvGeom) -> Vec<f32> {
+        let mut out = vec![0f32; g.oh * g.ow * g.c];
+        for oy in 0..g.oh {
+            for ox in 0..g.ow {
+                for c in 0..g.c {
+                    let mut acc = b[c] as f64;
+                    for ky in 0..g.k {
+                        for kx in 0..g.k {
+                            let iy = (oy * g.stride + ky) as isize - g.pad_top as isize;
+                            let ix = (ox * g.stride + kx) as isize - g.pad_left as isize;
+                            if iy < 0 || ix < 0 || iy >= g.h as isize || ix >= g.w as isize {
+                                continue;
+                            }
+                            let v = input[(iy as usize * g.w + ix as usize) * g.c + c];
+                            acc += (v * w[(ky * g.k + kx) * g.c + c]) as f64;
+                        }
+                    }
+                    out[(oy * g.ow + ox) * g.c + c] = act_reference(acc as f32, Act::Silu);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn depthwise_matches_naive_for_strides_kernels_and_paddings() {
+        use crate::plan::Pad;
+        for (k, stride, c, pad) in [
+            (3, 1, 40, Pad::Same),
+            (5, 2, 72, Pad::Same),
+            (
+                3,
+                2,
+                16,
+                Pad::Explicit {
+                    top: 1,
+                    left: 1,
+                    bottom: 1,
+                    right: 1,
+                },
+            ),
+            (
+                5,
+                1,
+                33,
+                Pad::Explicit {
+                    top: 2,
+                    left: 2,
+                    bottom: 2,
+                    right: 2,
+                },
+            ),
+        ] {
+            let (h, w) = (13, 10);
+            let g = pad.geometry(h, w, c, k, stride);
+            let input: Vec<f32> = (0..h * w * c)
+                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                .collect();
+            let wt: Vec<f32> = (0..k * k * c)
+                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 20.0)
+                .collect();
+            let bias: Vec<f32> = (0..c).map(|i| i as f32 / c as f32 - 0.5).collect();
+            let want = naive_dw(&input, &wt, &bias, g);
+            for isa in [Isa::best(), Isa::scalar()] {
+                let mut out = vec![0f32; want.len()];
+                let mut sums = vec![0f32; c];
+                depthwise(
+                    isa,
+                    &input,
+                    &wt,
+                    &bias,
+                    Act::Silu,
+                    g,
+                    0,
+                    &mut out,
+                    Some(&mut sums),
+                );
+                let d = out
+                    .iter()
+                    .zip(&want)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(d < 1e-4, "k{k} s{stride} c{c} {pad:?} {}: {d}", isa.name());
+                for ch in 0..c {
+                    let s: f32 = want.iter().skip(ch).step_by(c).sum();
+                    assert!((sums[ch] - s).abs() < 1e-3 * s.abs().max(1.0));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn plain_matmul_matches_definition() {
+        let (m, k, n) = (5, 7, 9);
+        let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.1 - 1.0).collect();
+        let b: Vec<f32> = (0..k * n).map(|i| 0.5 - i as f32 * 0.03).collect();
+        for isa in [Isa::best(), Isa::scalar()] {
+            let mut d = vec![f32::NAN; m * n];
+            matmul_plain(isa, &mut d, &a, &b, k, n);
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f32 = (0..k).map(|t| a[i * k + t] * b[t * n + j]).sum();
+                    assert!((d[i * n + j] - want).abs() < 1e-4);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! # effnet-cpu
+//!
+//! A dedicated CPU inference executor for BN-folded EfficientNets, the counterpart of what
+//! ONNX Runtime's MLAS does for these networks: channels-last activations, dense convs as
+//! GEMM tiles (the `gemm` crate) with bias + activation (+ residual) fused into each tile,
+//! direct SIMD depthwise convs with the squeeze-excitation pool fused in, the SE gate folded
+//! into the projection weights, preallocated buffers reused between calls, and rayon threads
+//! over the batch or over spatial tiles. The kernels are compiled for AVX-512, AVX2+FMA, NEON
+//! and a portable fallback, chosen at run time ([`Isa`]; `EFFNET_CPU_SIMD=scalar` forces
+//! the fallback).
+//!
+//! ```no_run
+//! use effnet_cpu::{Executor, Layout};
+//! # fn demo(model: &effnet_model::EfficientNet, cfg: &effnet_model::EfficientNetConfig) {
+//! let exec = Executor::from_model(model, cfg).unwrap();
+//! let logits = exec.forward(&vec![0.0; 3 * 224 * 224], 1, 224, 224, Layout::Nchw).unwrap();
+//! assert_eq!(logits.len(), exec.num_classes());
+//! # }
+//! ```
+
+mod bridge;
+mod error;
+mod exec;
+mod gemm;
+mod isa;
+pub mod kernels;
+pub mod plan;
+
+pub use error::CpuError;
+pub use exec::{Executor, LayerKind, Layout, Profile};
+pub use isa::{Isa, SIMD_ENV};
+pub use plan::Plan;
