@@ -484,6 +484,13 @@ fn hf_hub_weights_import_and_infer_through_the_standard_cache() {
             .current_dir(root())
             .env("HF_ENDPOINT", &server.endpoint)
             .env("HF_HOME", home.path())
+            // 127.0.0.1 must not go through a proxy the environment may name.
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("ALL_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("all_proxy")
             .output()
             .expect("run effnet")
     };
