@@ -89,6 +89,9 @@ pub fn load_pretrained(
         check_model(weights, &pre, want.as_ref())?;
         return Ok(pre);
     }
+    if !["pth", "pt", "bin", "safetensors"].contains(&ext.as_str()) {
+        bail!("{weights}: unknown weights format (expected .bpk, .pth/.pt/.bin or .safetensors)");
+    }
     let Some(cfg) = want else {
         bail!("{weights}: PyTorch weights need --model <preset or TOML> to know the architecture");
     };

@@ -106,6 +106,10 @@ fn export_errors_are_one_line() {
     );
     assert_clean_error(&effnet(&["export", "--opset", "11", "-o", o]), "opset 11");
     assert_clean_error(
+        &effnet(&["export", "--weights", "README.md", "-o", o]),
+        "unknown weights format",
+    );
+    assert_clean_error(
         &effnet(&["export", "--model", "efficientnetv2_s", "-o", o]),
         "not 'efficientnetv2_s'",
     );

@@ -27,7 +27,10 @@ struct WeightQuantizer {
 
 /// Largest divisor of `n` that is at most 255 (burn's `BlockSize` stores `u8` extents).
 fn block_extent(n: usize) -> u8 {
-    (1..=n.min(255)).rev().find(|d| n % d == 0).unwrap_or(1) as u8
+    (1..=n.min(255))
+        .rev()
+        .find(|d| n.is_multiple_of(*d))
+        .unwrap_or(1) as u8
 }
 
 impl WeightQuantizer {

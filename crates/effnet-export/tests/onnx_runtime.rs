@@ -329,7 +329,7 @@ fn bad_options_are_errors_not_panics() {
             "1 labels",
         ),
     ] {
-        let err = export_onnx(&pre, &options).err().expect("must fail");
+        let err = export_onnx(&pre, &options).expect_err("must fail");
         assert!(err.to_string().contains(needle), "{err}");
     }
     let err = write_onnx(
@@ -337,7 +337,6 @@ fn bad_options_are_errors_not_panics() {
         &pre,
         &OnnxOptions::default(),
     )
-    .err()
-    .expect("must fail");
+    .expect_err("must fail");
     assert!(err.to_string().contains("/nonexistent/dir/m.onnx"), "{err}");
 }
