@@ -1,15 +1,16 @@
 //! `effnet export`: weights out of effnet, as ONNX (for ONNX Runtime, TensorRT, OpenVINO) or as
 //! a native `.bpk` at a chosen storage precision (f16 halves the file).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
-use effnet::{BUNDLED_WEIGHTS, Device, EfficientNetConfig};
+use effnet::Device;
 use effnet_export::{BatchSize, MIN_OPSET, OnnxOptions, write_onnx};
-use effnet_model::weights::default_preprocess;
-use effnet_model::{Precision, Pretrained, import_pytorch, load_native, load_native_bytes};
+use effnet_model::{Precision, Pretrained};
+
+use crate::args::ModelArgs;
 
 /// Output format of `effnet export`.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
@@ -32,12 +33,8 @@ pub enum PrecisionArg {
 /// Arguments of `effnet export`.
 #[derive(Args)]
 pub struct ExportArgs {
-    /// Weights: effnet .bpk, `bundled` (Lite0), or PyTorch .pth/.safetensors (with --model).
-    #[arg(long, default_value = "bundled")]
-    pub weights: String,
-    /// Architecture preset or model TOML; needed with PyTorch weights, checked against .bpk ones.
-    #[arg(long)]
-    pub model: Option<String>,
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Output format.
     #[arg(long, value_enum, default_value_t = ExportFormat::Onnx)]
     pub format: ExportFormat,
@@ -61,65 +58,6 @@ pub struct ExportArgs {
     pub precision: PrecisionArg,
 }
 
-/// Loads the weights named by `--weights`/`--model` with BatchNorm intact, as stored.
-pub fn load_pretrained(
-    weights: &str,
-    model: Option<&str>,
-    device: &Device,
-) -> anyhow::Result<Pretrained> {
-    let want = model
-        .map(EfficientNetConfig::from_name_or_file)
-        .transpose()?;
-    if weights == "bundled" {
-        let pre = load_native_bytes(
-            Path::new("<bundled efficientnet_lite0>"),
-            BUNDLED_WEIGHTS.to_vec(),
-            device,
-        )?;
-        check_model(weights, &pre, want.as_ref())?;
-        return Ok(pre);
-    }
-    let path = Path::new(weights);
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if ext == "bpk" || ext.is_empty() {
-        let pre = load_native(path, device)?;
-        check_model(weights, &pre, want.as_ref())?;
-        return Ok(pre);
-    }
-    if !["pth", "pt", "bin", "safetensors"].contains(&ext.as_str()) {
-        bail!("{weights}: unknown weights format (expected .bpk, .pth/.pt/.bin or .safetensors)");
-    }
-    let Some(cfg) = want else {
-        bail!("{weights}: PyTorch weights need --model <preset or TOML> to know the architecture");
-    };
-    let imported = import_pytorch(path, &cfg, device)?;
-    Ok(Pretrained {
-        preprocess: default_preprocess(&imported.config),
-        model: imported.model,
-        config: imported.config,
-        source: format!("imported from {weights}"),
-        labels: None,
-    })
-}
-
-fn check_model(
-    weights: &str,
-    pre: &Pretrained,
-    want: Option<&EfficientNetConfig>,
-) -> anyhow::Result<()> {
-    match want {
-        Some(w) if w.name != pre.config.name => bail!(
-            "{weights}: weights are for model '{}', not '{}'",
-            pre.config.name,
-            w.name
-        ),
-        _ => Ok(()),
-    }
-}
-
 /// Runs `effnet export`.
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let device = Device::flex();
@@ -129,7 +67,8 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     if a.format == ExportFormat::Onnx && a.precision != PrecisionArg::F32 {
         bail!("--precision applies to --format bpk only (ONNX export is f32)");
     }
-    let pre = load_pretrained(&a.weights, a.model.as_deref(), &device)?;
+    let weights = a.model.weights_spec();
+    let pre = effnet::load_pretrained(&weights.parse()?, a.model.model.as_deref(), &device)?;
     match a.format {
         ExportFormat::Onnx => export_onnx(&a, &pre)?,
         ExportFormat::Bpk => export_bpk(&a, &pre)?,
@@ -137,7 +76,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     println!(
         "{} ({}) -> {} ({:.2} MB)",
-        a.weights,
+        weights,
         pre.config.name,
         a.output.display(),
         bytes as f64 / 1e6
@@ -161,7 +100,8 @@ fn export_onnx(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
         input_size: a.size,
         labels: Some(labels),
     };
-    write_onnx(&a.output, pre, &options).with_context(|| format!("exporting {} to ONNX", a.weights))
+    write_onnx(&a.output, pre, &options)
+        .with_context(|| format!("exporting {} to ONNX", a.model.weights_spec()))
 }
 
 fn export_bpk(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
@@ -178,5 +118,5 @@ fn export_bpk(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
         pre.labels.as_deref(),
         precision,
     )
-    .with_context(|| format!("exporting {} to .bpk", a.weights))
+    .with_context(|| format!("exporting {} to .bpk", a.model.weights_spec()))
 }

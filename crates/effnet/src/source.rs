@@ -95,6 +95,15 @@ pub fn is_native(path: &Path) -> bool {
     ext == "bpk" || ext.is_empty()
 }
 
+/// Whether a file is a PyTorch state dict effnet can import (by extension).
+pub fn is_pytorch(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    ["pth", "pt", "bin", "safetensors"].contains(&ext.as_str())
+}
+
 /// Loads weights from `source`. `arch` (a preset name, alias or model TOML) is required for
 /// PyTorch files, checked against native files and the bundled model, and overrides the
 /// architecture a Hub repository names.
@@ -140,6 +149,12 @@ pub fn load_file(path: &Path, arch: Option<&str>, device: &Device) -> Result<Pre
             }
         }
         return Ok(pre);
+    }
+    if !is_pytorch(path) {
+        return Err(Error::Usage(format!(
+            "{}: unknown weights format (expected .bpk, .pth/.pt/.bin or .safetensors)",
+            path.display()
+        )));
     }
     let Some(arch) = arch else {
         return Err(Error::Usage(format!(
