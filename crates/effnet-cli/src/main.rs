@@ -1,8 +1,10 @@
 //! `effnet`: a thin command line over the effnet crates.
 
 mod bench;
+mod eval;
 mod import;
 mod infer;
+mod train;
 
 use std::process::ExitCode;
 
@@ -25,9 +27,9 @@ enum Command {
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),
     /// Train on an ImageNet-format folder tree with progressive learning (see configs/train/).
-    Train(effnet_train::TrainArgs),
+    Train(train::TrainArgs),
     /// Top-1/top-5 of weights on a labelled folder tree (timm validate.py-style JSON).
-    Eval(effnet_train::EvalArgs),
+    Eval(eval::EvalArgs),
     /// List the model presets with their parameter counts.
     Models,
 }
@@ -51,8 +53,8 @@ fn main() -> ExitCode {
         Command::Infer(a) => infer::run(a),
         Command::Import(a) => import::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::Train(a) => a.run().map(|()| ExitCode::SUCCESS),
-        Command::Eval(a) => a.run().map(|()| ExitCode::SUCCESS),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Models => models(),
     };
     match result {
