@@ -291,7 +291,7 @@ impl Reporter for CliReporter {
                 bar.set_message(bar_message(s));
                 bar.set_position(s.step as u64);
             }
-            None if s.step as u64 % self.log_interval == 0 || s.step == s.steps => {
+            None if (s.step as u64).is_multiple_of(self.log_interval) || s.step == s.steps => {
                 eprintln!("{}", step_line(s));
             }
             None => {}
@@ -302,7 +302,7 @@ impl Reporter for CliReporter {
         if let Some(bar) = self.bar.take() {
             bar.finish_and_clear();
         }
-        if p.done as u64 % self.log_interval == 0 || p.done == p.total || p.done == 1 {
+        if (p.done as u64).is_multiple_of(self.log_interval) || p.done == p.total || p.done == 1 {
             let line = format!(
                 "Eval ({}): epoch {} [{:>w$}/{}]",
                 p.which,

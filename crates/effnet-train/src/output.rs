@@ -183,6 +183,7 @@ pub fn write_plots(run: &Path, rows: &[EpochRow]) -> Result<()> {
         "Training and validation loss",
         "loss",
         &loss,
+        SeriesLabelPosition::UpperRight,
     )?;
     let top1 = [
         Series {
@@ -203,6 +204,8 @@ pub fn write_plots(run: &Path, rows: &[EpochRow]) -> Result<()> {
         "Validation top-1 accuracy",
         "top-1 (%)",
         &top1,
+        // Accuracy rises: the legend goes where the curves are not.
+        SeriesLabelPosition::LowerRight,
     )?;
     let lr = [Series {
         label: "learning rate (per step)",
@@ -215,6 +218,7 @@ pub fn write_plots(run: &Path, rows: &[EpochRow]) -> Result<()> {
         "Learning rate schedule",
         "learning rate",
         &lr,
+        SeriesLabelPosition::UpperRight,
     )
 }
 
@@ -252,7 +256,7 @@ fn tick(v: &f64) -> String {
     let a = v.abs();
     if a != 0.0 && !(1e-2..1e5).contains(&a) {
         format!("{v:.1e}")
-    } else if a >= 100.0 {
+    } else if a >= 10.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.2}")
@@ -260,11 +264,17 @@ fn tick(v: &f64) -> String {
 }
 
 /// Draws `series` on one chart with a title, axis labels, ticks and a legend, into a PNG.
-fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Result<()> {
+fn line_chart(
+    path: &Path,
+    title: &str,
+    y_label: &str,
+    series: &[Series],
+    legend: SeriesLabelPosition,
+) -> Result<()> {
     const W: u32 = 800;
     const H: u32 = 480;
     let mut buf = vec![255u8; (W * H * 3) as usize];
-    draw_chart(&mut buf, (W, H), title, y_label, series)
+    draw_chart(&mut buf, (W, H), (title, y_label), series, legend)
         .map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
     let img = image::RgbImage::from_raw(W, H, buf).context("plot buffer size")?;
     effnet_data::fsutil::write_atomic_with(path, |tmp| {
@@ -277,9 +287,9 @@ fn line_chart(path: &Path, title: &str, y_label: &str, series: &[Series]) -> Res
 fn draw_chart(
     buf: &mut [u8],
     size: (u32, u32),
-    title: &str,
-    y_label: &str,
+    (title, y_label): (&str, &str),
     series: &[Series],
+    legend: SeriesLabelPosition,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let root = BitMapBackend::with_buffer(buf, size).into_drawing_area();
     root.fill(&WHITE)?;
@@ -315,7 +325,7 @@ fn draw_chart(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(RGBColor(160, 160, 160))
         .label_font((FONT, 14))

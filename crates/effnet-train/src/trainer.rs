@@ -548,7 +548,7 @@ impl Trainer {
         self.cfg
             .checkpoint
             .every_steps
-            .is_some_and(|n| self.state.global_step % n as u64 == 0 && i + 1 < steps)
+            .is_some_and(|n| self.state.global_step.is_multiple_of(n as u64) && i + 1 < steps)
     }
 
     fn with_model(&mut self, f: impl FnOnce(EfficientNet) -> EfficientNet) {
