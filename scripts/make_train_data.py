@@ -8,6 +8,7 @@
 
 Sources are the copies in crates/effnet-train/tests/data (see the README there for licences).
 The Rust tests build the same layouts in crates/effnet-train/tests/common/mod.rs.
+Needs only the Python standard library (PNG is read and written here with zlib + struct).
 
 Usage:
   python scripts/make_train_data.py digits data/digits [--size 32]
@@ -19,11 +20,84 @@ import csv
 import gzip
 import os
 import random
-
-from PIL import Image
+import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.join(HERE, "..", "crates", "effnet-train", "tests", "data")
+
+
+def write_png(path, width, height, rows):
+    """8-bit grayscale or RGB PNG from rows of bytes (3 bytes per pixel for RGB)."""
+    channels = len(rows[0]) // width
+    color_type = {1: 0, 3: 2}[channels]
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+
+    raw = b"".join(b"\x00" + bytes(r) for r in rows)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
+    with open(path, "wb") as f:
+        f.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b""))
+
+
+def read_gray_png(path):
+    """Decodes an 8-bit, non-interlaced grayscale PNG (the texture sources) to rows of bytes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos, idat, width, height = 8, b"", 0, 0
+    while pos < len(data):
+        (n,) = struct.unpack(">I", data[pos : pos + 4])
+        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]
+        if kind == b"IHDR":
+            width, height, depth, ctype, _, _, interlace = struct.unpack(">IIBBBBB", body)
+            if (depth, ctype, interlace) != (8, 0, 0):
+                raise SystemExit(f"{path}: only 8-bit non-interlaced grayscale PNG is supported")
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + n
+    raw = zlib.decompress(idat)
+    rows, prev = [], bytearray(width)
+    for y in range(height):
+        ftype, line = raw[y * (width + 1)], bytearray(raw[y * (width + 1) + 1 : (y + 1) * (width + 1)])
+        for x in range(width):
+            a = line[x - 1] if x else 0
+            b, c = prev[x], (prev[x - 1] if x else 0)
+            if ftype == 1:
+                line[x] = (line[x] + a) & 255
+            elif ftype == 2:
+                line[x] = (line[x] + b) & 255
+            elif ftype == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif ftype == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                pred = a if pa <= pb and pa <= pc else (b if pb <= pc else c)
+                line[x] = (line[x] + pred) & 255
+        rows.append(bytes(line))
+        prev = line
+    return width, height, rows
+
+
+def upscale_bilinear(px, n, size):
+    """n x n grayscale (flat list) to size x size, bilinear with pixel-centre alignment."""
+    out = []
+    for y in range(size):
+        sy = min(max((y + 0.5) * n / size - 0.5, 0), n - 1)
+        y0, fy = int(sy), sy - int(sy)
+        y1 = min(y0 + 1, n - 1)
+        row = bytearray()
+        for x in range(size):
+            sx = min(max((x + 0.5) * n / size - 0.5, 0), n - 1)
+            x0, fx = int(sx), sx - int(sx)
+            x1 = min(x0 + 1, n - 1)
+            top = px[y0 * n + x0] * (1 - fx) + px[y0 * n + x1] * fx
+            bot = px[y1 * n + x0] * (1 - fx) + px[y1 * n + x1] * fx
+            v = int(round(top * (1 - fy) + bot * fy))
+            row += bytes((v, v, v))
+        out.append(row)
+    return out
 
 
 def digits(out, size):
@@ -32,20 +106,16 @@ def digits(out, size):
     for i, row in enumerate(rows):
         px = [int(v) * 255 // 16 for v in row[:64]]
         label = int(row[64])
-        img = Image.new("L", (8, 8))
-        img.putdata(px)
-        img = img.resize((size, size), Image.Resampling.BILINEAR).convert("RGB")
         d = os.path.join(out, "val" if i % 5 == 0 else "train", str(label))
         os.makedirs(d, exist_ok=True)
-        img.save(os.path.join(d, f"{i:04d}.png"))
+        write_png(os.path.join(d, f"{i:04d}.png"), size, size, upscale_bilinear(px, 8, size))
     print(f"wrote {len(rows)} digits to {out}")
 
 
 def textures(out, size, n_train, n_val, seed):
     rng = random.Random(seed)
     for cls in ("brick", "grass", "gravel"):
-        img = Image.open(os.path.join(SRC, f"{cls}.png")).convert("RGB")
-        w, h = img.size
+        w, h, rows = read_gray_png(os.path.join(SRC, f"{cls}.png"))
         half = h // 2
         for split, n, y0 in (("train", n_train, 0), ("val", n_val, half)):
             d = os.path.join(out, split, cls)
@@ -53,7 +123,8 @@ def textures(out, size, n_train, n_val, seed):
             for k in range(n):
                 x = rng.randrange(w - size)
                 y = y0 + rng.randrange(half - size)
-                img.crop((x, y, x + size, y + size)).save(os.path.join(d, f"{k:03d}.png"))
+                crop = [bytes(v for p in r[x : x + size] for v in (p, p, p)) for r in rows[y : y + size]]
+                write_png(os.path.join(d, f"{k:03d}.png"), size, size, crop)
     print(f"wrote textures to {out}")
 
 

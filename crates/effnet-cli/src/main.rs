@@ -2,10 +2,12 @@
 
 mod args;
 mod bench;
+mod eval;
 mod export;
 mod import;
 mod infer;
 mod native_bench;
+mod train;
 
 use std::process::ExitCode;
 
@@ -34,9 +36,9 @@ enum Command {
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),
     /// Train on an ImageNet-format folder tree with progressive learning (see configs/train/).
-    Train(effnet_train::TrainArgs),
+    Train(train::TrainArgs),
     /// Top-1/top-5 of weights on a labelled folder tree (timm validate.py-style JSON).
-    Eval(effnet_train::EvalArgs),
+    Eval(eval::EvalArgs),
     /// List the model presets with their parameter counts.
     Models,
 }
@@ -65,8 +67,8 @@ fn main() -> ExitCode {
         Command::Import(a) => import::run(a),
         Command::Export(a) => export::run(a),
         Command::Bench(a) => bench::run(a),
-        Command::Train(a) => a.run().map(|()| ExitCode::SUCCESS),
-        Command::Eval(a) => a.run().map(|()| ExitCode::SUCCESS),
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Models => models(),
     };
     match result {

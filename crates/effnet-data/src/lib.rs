@@ -4,6 +4,7 @@
 //! PIL-exact resampling, eval preprocessing (resize + center crop), and the training pipeline.
 
 pub mod error;
+pub mod fsutil;
 pub mod image_io;
 pub mod image_structure;
 pub mod preprocess;

@@ -364,41 +364,46 @@ pub fn save_native_as(
         path: path.to_path_buf(),
         reason,
     };
-    let tmp = tmp_path(path);
-    let mut store = BurnpackStore::from_file(&tmp)
-        .auto_extension(false)
-        .overwrite(true)
-        .metadata(
+    let mut meta = vec![
+        (
             META_CONFIG,
             serde_json::to_string(config).map_err(|e| write_err(e.to_string()))?,
-        )
-        .metadata(
+        ),
+        (
             META_PREPROCESS,
             serde_json::to_string(preprocess).map_err(|e| write_err(e.to_string()))?,
-        )
-        .metadata(META_SOURCE, source);
-    if precision == Precision::F16 {
-        store = store
-            .metadata(META_PRECISION, "f16")
-            .with_to_adapter(HalfPrecisionAdapter::new());
-    }
+        ),
+        (META_SOURCE, source.to_string()),
+    ];
     if let Some(labels) = labels {
-        store = store.metadata(
+        meta.push((
             META_LABELS,
             serde_json::to_string(labels).map_err(|e| write_err(e.to_string()))?,
-        );
+        ));
     }
-    model
-        .save_into(&mut store)
-        .map_err(|e| write_err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| write_err(e.to_string()))
+    // One atomic, durable write path for the whole project (temp file, fsync, rename, fsync dir).
+    effnet_data::fsutil::write_atomic_with(path, |tmp| {
+        let mut store = BurnpackStore::from_file(tmp)
+            .auto_extension(false)
+            .overwrite(true);
+        for (key, value) in meta {
+            store = store.metadata(key, value);
+        }
+        if precision == Precision::F16 {
+            store = store
+                .metadata(META_PRECISION, "f16")
+                .with_to_adapter(HalfPrecisionAdapter::new());
+        }
+        model
+            .save_into(&mut store)
+            .map_err(|e| std::io::Error::other(e.to_string()))
+    })
+    .map_err(|e| write_err(e.to_string()))
 }
 
-/// `file.tmp` beside `file`, for write-then-rename.
+/// `file.tmp` beside `file`, for write-then-rename (see [`effnet_data::fsutil`]).
 pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
+    effnet_data::fsutil::tmp_path(path)
 }
 
 /// Loads a native `.bpk` written by [`save_native`] onto `device`.

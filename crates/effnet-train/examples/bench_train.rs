@@ -33,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         eps: 1e-8,
         betas: [0.9, 0.999],
         nesterov: true,
+        lr: None,
     })?;
     let classes = cfg.num_classes;
     let mut run = |n: usize, model: &mut Option<effnet_model::EfficientNet>| -> f64 {

@@ -1,26 +1,30 @@
-//! The `train` / `eval` subcommands without the main CLI, for smoke runs of this crate alone:
-//! `cargo run --release -p effnet-train --example train -- train --config configs/train/tiny_cpu.toml --data data/digits`
+//! The library without the CLI: train a recipe with a reporter that prints one line per epoch.
+//! `cargo run --release -p effnet-train --example train -- configs/train/tiny_cpu.toml data/digits runs/example`
 
-use clap::{Parser, Subcommand};
-use effnet_train::{EvalArgs, TrainArgs};
+use std::path::Path;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+use effnet_train::{EpochRow, Reporter, StopHandle, TrainConfig, Trainer};
 
-#[derive(Subcommand)]
-enum Cmd {
-    /// Train from a recipe.
-    Train(TrainArgs),
-    /// Evaluate native weights.
-    Eval(EvalArgs),
+/// Prints each finished epoch.
+struct EpochLines;
+
+impl Reporter for EpochLines {
+    fn epoch_finished(&mut self, r: &EpochRow, epochs: usize, _new_best: bool) {
+        println!(
+            "epoch {}/{epochs}: train_loss {:.4} top1 {:.2}",
+            r.epoch, r.train_loss, r.eval_top1
+        );
+    }
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
-        Cmd::Train(a) => a.run(),
-        Cmd::Eval(a) => a.run(),
-    }
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [recipe, data, run] = args.as_slice() else {
+        anyhow::bail!("usage: train RECIPE.toml DATA_DIR RUN_DIR");
+    };
+    let cfg = TrainConfig::load(Path::new(recipe), &[])?;
+    let mut trainer = Trainer::new(&cfg, Path::new(data), Path::new(run), Box::new(EpochLines))?;
+    let out = trainer.run(&StopHandle::new())?;
+    println!("best top-1 {:.2}", out.best_top1);
+    Ok(())
 }

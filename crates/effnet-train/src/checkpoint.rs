@@ -5,19 +5,20 @@
 //! checkpoint complete and still referenced.
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
-use effnet_model::{EfficientNet, EfficientNetConfig, Preprocess, load_native, save_native};
+use effnet_model::{
+    EfficientNet, EfficientNetConfig, Preprocess, load_native, save_native_labeled,
+};
 use serde::{Deserialize, Serialize};
 
 /// One row of `summary.csv` (one finished epoch).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct EpochRow {
-    /// Epoch index (0-based).
+    /// Epoch number (1 = the first epoch, as in the progress bar and the logs).
     pub epoch: usize,
     /// Progressive stage.
     pub stage: usize,
@@ -92,16 +93,10 @@ struct Latest {
     global_step: u64,
 }
 
-/// Writes `text` to `path` through `path.tmp` + rename.
+/// Writes `bytes` to `path` atomically and durably ([`effnet_data::fsutil::write_atomic`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = effnet_model::weights::tmp_path(path);
-    let mut f = fs::File::create(&tmp)
-        .with_context(|| format!("cannot create {} (disk full or read-only?)", tmp.display()))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    fs::rename(&tmp, path).with_context(|| format!("cannot move {} into place", path.display()))?;
-    Ok(())
+    effnet_data::fsutil::write_atomic(path, bytes)
+        .with_context(|| format!("cannot write {} (disk full or read-only?)", path.display()))
 }
 
 /// Everything a checkpoint contains, borrowed from the trainer.
@@ -118,6 +113,8 @@ pub struct Snapshot<'a> {
     pub config: &'a EfficientNetConfig,
     /// Preprocessing stored with the weights.
     pub preprocess: &'a Preprocess,
+    /// Class names stored with the weights (so `effnet infer --weights` prints them).
+    pub classes: &'a [String],
 }
 
 /// Writes a checkpoint of `snap` into `run/checkpoints/ckpt-<step>` and points `latest.json` at
@@ -135,21 +132,24 @@ pub fn save(run: &Path, snap: &Snapshot<'_>, keep_last: usize) -> Result<PathBuf
     }
     fs::create_dir(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     let source = format!("effnet train checkpoint, step {}", snap.state.global_step);
-    save_native(
+    let labels = Some(snap.classes);
+    save_native_labeled(
         &tmp.join("model.bpk"),
         snap.model,
         snap.config,
         snap.preprocess,
         &source,
+        labels,
     )
     .context("saving model weights")?;
     if let Some(ema) = snap.ema {
-        save_native(
+        save_native_labeled(
             &tmp.join("ema.bpk"),
             ema,
             snap.config,
             snap.preprocess,
             &source,
+            labels,
         )
         .context("saving EMA weights")?;
     }
@@ -163,7 +163,8 @@ pub fn save(run: &Path, snap: &Snapshot<'_>, keep_last: usize) -> Result<PathBuf
     if dir.exists() {
         fs::remove_dir_all(&dir).with_context(|| format!("cannot replace {}", dir.display()))?;
     }
-    fs::rename(&tmp, &dir).with_context(|| format!("cannot move {} into place", dir.display()))?;
+    effnet_data::fsutil::commit(&tmp, &dir)
+        .with_context(|| format!("cannot move {} into place", dir.display()))?;
     let latest = Latest {
         checkpoint: format!("checkpoints/{name}"),
         global_step: snap.state.global_step,
@@ -252,4 +253,97 @@ pub fn load(run: &Path, device: &Device, optim: ModuleOptimizer) -> Result<Loade
         state,
         dir,
     })
+}
+
+/// Owns everything the run folder keeps of the weights (like timm's `CheckpointSaver`): resumable
+/// checkpoints with pruning, and `best.bpk`, replaced whenever an epoch beats the best top-1.
+pub struct Checkpointer {
+    run_dir: PathBuf,
+    keep_last: usize,
+    config: EfficientNetConfig,
+    preprocess: Preprocess,
+    classes: Vec<String>,
+}
+
+impl Checkpointer {
+    /// Saves into `run_dir`, keeping `keep_last` checkpoints; every weights file carries `config`,
+    /// `preprocess` and the class names.
+    pub fn new(
+        run_dir: &Path,
+        keep_last: usize,
+        config: EfficientNetConfig,
+        preprocess: Preprocess,
+        classes: Vec<String>,
+    ) -> Self {
+        Self {
+            run_dir: run_dir.to_path_buf(),
+            keep_last,
+            config,
+            preprocess,
+            classes,
+        }
+    }
+
+    /// Name of the model the weights are saved as.
+    pub fn model_name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Writes a resumable checkpoint (inference copies of the weights) and prunes old ones.
+    pub fn save(
+        &self,
+        model: &EfficientNet,
+        ema: Option<&EfficientNet>,
+        optim: &ModuleOptimizer,
+        state: &TrainState,
+    ) -> Result<PathBuf> {
+        let snap = Snapshot {
+            model,
+            ema,
+            optim,
+            state,
+            config: &self.config,
+            preprocess: &self.preprocess,
+            classes: &self.classes,
+        };
+        save(&self.run_dir, &snap, self.keep_last)
+            .with_context(|| format!("writing a checkpoint in {}", self.run_dir.display()))
+    }
+
+    /// Records `row` in the best-metric bookkeeping of `state` and rewrites `best.bpk` when it
+    /// beats the best top-1 so far (the EMA weights win ties they strictly beat raw on). Returns
+    /// whether it did.
+    pub fn update_best(
+        &self,
+        state: &mut TrainState,
+        row: &EpochRow,
+        raw: &EfficientNet,
+        ema: Option<&EfficientNet>,
+    ) -> Result<bool> {
+        let (top1, is_ema, weights) = match (row.ema_top1, ema) {
+            (Some(e), Some(m)) if e > row.eval_top1 => (e, true, m),
+            _ => (row.eval_top1, false, raw),
+        };
+        if top1 <= state.best_top1 {
+            return Ok(false);
+        }
+        state.best_top1 = top1;
+        state.best_epoch = Some(row.epoch);
+        state.best_is_ema = is_ema;
+        let source = format!(
+            "effnet train: best {} weights, epoch {}, top-1 {top1:.2}",
+            if is_ema { "EMA" } else { "raw" },
+            row.epoch
+        );
+        save_native_labeled(
+            &self.run_dir.join("best.bpk"),
+            weights,
+            &self.config,
+            &self.preprocess,
+            &source,
+            Some(&self.classes),
+        )
+        .context("writing best.bpk")?;
+        Ok(true)
+    }
 }

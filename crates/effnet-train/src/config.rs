@@ -2,18 +2,19 @@
 //! flag can override (`--set optim.lr_base=0.01`), and the resolved file saved in the run folder
 //! is itself a valid recipe, so a run can always be repeated or resumed from its own folder.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use effnet_data::{Interpolation, RandAugment};
 use serde::{Deserialize, Serialize};
 
 /// A whole training recipe.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Experiment name: the run folder under `--output` (empty: `<model>-<date>-<time>`).
-    #[serde(default)]
-    pub name: String,
+    /// Experiment name: the run folder under `--output` (absent: `<model>-<date>-<time>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     /// Base seed for initialisation, data order, augmentation, mixup and stochastic depth.
     #[serde(default)]
     pub seed: u64,
@@ -54,141 +55,168 @@ fn default_device() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSection {
-    /// Preset name (`efficientnetv2_s`) or path to a model TOML.
+    /// Preset name (`efficientnetv2_s`) or path to a model TOML (relative to the recipe file).
     pub arch: String,
-    /// Start from these native weights (`.bpk`) instead of random init (fine-tuning).
-    #[serde(default)]
-    pub init_weights: String,
-    /// Output classes; 0 takes the number of class folders in the training set.
-    #[serde(default)]
-    pub num_classes: usize,
-    /// Maximum stochastic-depth rate (last block); negative keeps the model file's value.
-    #[serde(default = "neg_one")]
-    pub drop_path: f64,
+    /// Start from these native weights (`.bpk`, relative to the recipe file, or `bundled` for the
+    /// bundled ImageNet Lite0) instead of random init (fine-tuning).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_weights: Option<String>,
+    /// Output classes; absent takes the number of class folders in the training set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_classes: Option<usize>,
+    /// Maximum stochastic-depth rate (last block); absent keeps the model file's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_path: Option<f64>,
 }
 
-fn neg_one() -> f64 {
-    -1.0
+/// `model.init_weights` value that selects the weights bundled in the `effnet` crate.
+pub const BUNDLED_WEIGHTS: &str = "bundled";
+
+/// Which RandAugment policy the training transform applies (`data.randaugment`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(try_from = "String", into = "String")]
+pub enum RandAugmentSpec {
+    /// No RandAugment.
+    None,
+    /// Google automl's policy; its magnitude comes from the progressive schedule.
+    #[default]
+    Automl,
+    /// A timm string such as `rand-m9-mstd0.5` (checked when parsed); the schedule replaces the
+    /// magnitude.
+    Timm(String),
+}
+
+impl TryFrom<String> for RandAugmentSpec {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.trim() {
+            "" | "none" => Ok(Self::None),
+            "automl" => Ok(Self::Automl),
+            t if t.starts_with("rand") => RandAugment::parse_timm(t)
+                .map(|_| Self::Timm(t.to_string()))
+                .map_err(|e| format!("data.randaugment = '{t}': {e}")),
+            other => Err(format!(
+                "data.randaugment = '{other}': expected none, automl or a timm 'rand-m9-...' string"
+            )),
+        }
+    }
+}
+
+impl From<RandAugmentSpec> for String {
+    fn from(s: RandAugmentSpec) -> String {
+        match s {
+            RandAugmentSpec::None => "none".into(),
+            RandAugmentSpec::Automl => "automl".into(),
+            RandAugmentSpec::Timm(t) => t,
+        }
+    }
+}
+
+impl RandAugmentSpec {
+    /// The augmentation with `layers` ops per image (magnitude set per stage later).
+    pub fn build(&self, layers: usize) -> Option<RandAugment> {
+        match self {
+            Self::None => None,
+            Self::Automl => Some(RandAugment::automl(layers, 0.0)),
+            // Validated when the recipe was parsed.
+            Self::Timm(t) => RandAugment::parse_timm(t).ok(),
+        }
+    }
 }
 
 /// Data layout and augmentation that is not progressive.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DataSection {
     /// Training split folder, relative to `--data`.
-    #[serde(default = "default_train_dir")]
     pub train_dir: String,
     /// Validation split folder, relative to `--data`.
-    #[serde(default = "default_val_dir")]
     pub val_dir: String,
     /// Loader threads.
-    #[serde(default = "default_workers")]
     pub workers: usize,
-    /// Resize filter for training crops and evaluation (`bilinear`, `bicubic`, ...).
-    #[serde(default = "default_interp")]
-    pub interpolation: String,
+    /// Resize filter for training crops and evaluation.
+    pub interpolation: Interpolation,
     /// Normalisation mean (0..1 scale).
-    #[serde(default = "imagenet_mean")]
     pub mean: [f32; 3],
     /// Normalisation std (0..1 scale).
-    #[serde(default = "imagenet_std")]
     pub std: [f32; 3],
     /// RandomResizedCrop area range.
-    #[serde(default = "default_scale")]
     pub scale: [f64; 2],
     /// RandomResizedCrop aspect-ratio range.
-    #[serde(default = "default_ratio")]
     pub ratio: [f64; 2],
     /// Horizontal flip probability.
-    #[serde(default = "half")]
     pub hflip: f64,
-    /// RandAugment flavour: `automl` (magnitude from the progressive schedule), a timm string
-    /// such as `rand-m9-mstd0.5` (its magnitude is replaced by the schedule's), or `none`.
-    #[serde(default = "default_ra")]
-    pub randaugment: String,
+    /// RandAugment flavour: `automl`, a timm string such as `rand-m9-mstd0.5`, or `none`.
+    pub randaugment: RandAugmentSpec,
     /// RandAugment ops per image (automl `ra_num_layers`).
-    #[serde(default = "two")]
     pub randaugment_layers: usize,
-    /// Evaluation resolution; 0 takes the model's `eval_size`.
-    #[serde(default)]
-    pub eval_size: usize,
+    /// Evaluation resolution; absent takes the model's `eval_size`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_size: Option<usize>,
     /// Evaluation center-crop fraction (1.0 = whole image, as EfficientNetV2 evaluates).
-    #[serde(default = "one")]
     pub crop_pct: f64,
-    /// Evaluation batch size; 0 uses the training batch size.
-    #[serde(default)]
-    pub eval_batch_size: usize,
-}
-
-fn default_train_dir() -> String {
-    "train".into()
-}
-fn default_val_dir() -> String {
-    "val".into()
-}
-fn default_workers() -> usize {
-    2
-}
-fn default_interp() -> String {
-    "bilinear".into()
-}
-fn imagenet_mean() -> [f32; 3] {
-    effnet_data::IMAGENET_MEAN
-}
-fn imagenet_std() -> [f32; 3] {
-    effnet_data::IMAGENET_STD
-}
-fn default_scale() -> [f64; 2] {
-    [0.08, 1.0]
-}
-fn default_ratio() -> [f64; 2] {
-    [0.75, 4.0 / 3.0]
-}
-fn half() -> f64 {
-    0.5
-}
-fn default_ra() -> String {
-    "automl".into()
-}
-fn two() -> usize {
-    2
-}
-fn one() -> f64 {
-    1.0
+    /// Evaluation batch size; absent uses the training batch size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_batch_size: Option<usize>,
 }
 
 impl Default for DataSection {
     fn default() -> Self {
-        toml::from_str("").expect("DataSection defaults")
+        Self {
+            train_dir: "train".into(),
+            val_dir: "val".into(),
+            workers: 2,
+            interpolation: Interpolation::Bilinear,
+            mean: effnet_data::IMAGENET_MEAN,
+            std: effnet_data::IMAGENET_STD,
+            scale: [0.08, 1.0],
+            ratio: [0.75, 4.0 / 3.0],
+            hflip: 0.5,
+            randaugment: RandAugmentSpec::Automl,
+            randaugment_layers: 2,
+            eval_size: None,
+            crop_pct: 1.0,
+            eval_batch_size: None,
+        }
     }
 }
 
 /// Loop length and losses.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
     /// Epochs over the training set.
     pub epochs: usize,
     /// Batch size (per stage sizes may override it, see [`ProgressiveSection::batch_sizes`]).
     pub batch_size: usize,
     /// Label smoothing of the targets.
-    #[serde(default)]
     pub label_smoothing: f64,
     /// Also use CutMix with the stage's mixup alpha (automl uses one alpha for both).
-    #[serde(default)]
     pub cutmix: bool,
     /// Probability of mixing a batch at all.
-    #[serde(default = "one")]
     pub mixup_prob: f64,
     /// Probability of CutMix instead of Mixup when both are on.
-    #[serde(default = "half")]
     pub mixup_switch_prob: f64,
     /// Global gradient-norm clipping threshold (0 = off).
-    #[serde(default)]
     pub clip_grad: f64,
-    /// Limit the steps of every epoch (0 = whole epoch); for quick tests and smoke runs.
-    #[serde(default)]
-    pub max_steps_per_epoch: usize,
+    /// Limit the steps of every epoch (absent = whole epoch); for quick tests and smoke runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_steps_per_epoch: Option<usize>,
+}
+
+impl Default for TrainSection {
+    fn default() -> Self {
+        Self {
+            epochs: 100,
+            batch_size: 128,
+            label_smoothing: 0.0,
+            cutmix: false,
+            mixup_prob: 1.0,
+            mixup_switch_prob: 0.5,
+            clip_grad: 0.0,
+            max_steps_per_epoch: None,
+        }
+    }
 }
 
 /// Which optimiser.
@@ -205,52 +233,60 @@ pub enum OptimKind {
 
 /// Optimiser hyper-parameters.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OptimSection {
     /// Which optimiser.
     pub name: OptimKind,
-    /// Learning rate for a batch of `lr_base_batch` images; scaled linearly with the batch.
+    /// Absolute peak learning rate (timm `--lr`); when set, `lr_base` is not used.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Learning rate for a batch of `lr_base_batch` images; scaled linearly with the batch
+    /// (timm `--lr-base`).
     pub lr_base: f64,
     /// Reference batch size of `lr_base`.
-    #[serde(default = "default_lr_batch")]
     pub lr_base_batch: usize,
     /// Weight decay (L2 for RMSProp/SGD as in TF, decoupled for AdamW).
-    #[serde(default)]
     pub weight_decay: f64,
     /// Exempt BatchNorm parameters and biases from weight decay.
-    #[serde(default = "yes")]
     pub no_decay_bn_bias: bool,
     /// Momentum (RMSProp, SGD).
-    #[serde(default = "default_momentum")]
     pub momentum: f64,
     /// RMSProp mean-square decay (TF `decay`, PyTorch `alpha`).
-    #[serde(default = "default_momentum")]
     pub rho: f64,
     /// Epsilon (inside the square root for RMSProp-TF).
-    #[serde(default = "default_eps")]
     pub eps: f64,
     /// Adam betas.
-    #[serde(default = "default_betas")]
     pub betas: [f64; 2],
     /// Nesterov momentum for SGD.
-    #[serde(default = "yes")]
     pub nesterov: bool,
 }
 
-fn default_lr_batch() -> usize {
-    256
+impl Default for OptimSection {
+    fn default() -> Self {
+        Self {
+            name: OptimKind::Rmsproptf,
+            lr: None,
+            lr_base: 0.016,
+            lr_base_batch: 256,
+            weight_decay: 0.0,
+            no_decay_bn_bias: true,
+            momentum: 0.9,
+            rho: 0.9,
+            eps: 1e-3,
+            betas: [0.9, 0.999],
+            nesterov: true,
+        }
+    }
 }
-fn yes() -> bool {
-    true
-}
-fn default_momentum() -> f64 {
-    0.9
-}
-fn default_eps() -> f64 {
-    1e-3
-}
-fn default_betas() -> [f64; 2] {
-    [0.9, 0.999]
+
+impl OptimSection {
+    /// Peak learning rate for a batch of `batch_size`: `lr` as is, else `lr_base` scaled
+    /// linearly by `batch_size / lr_base_batch`.
+    pub fn peak_lr(&self, batch_size: usize) -> f64 {
+        // The same expression as `schedule::scaled_lr` (config must not import schedule).
+        self.lr
+            .unwrap_or(self.lr_base * batch_size as f64 / self.lr_base_batch as f64)
+    }
 }
 
 /// Learning-rate schedule kind.
@@ -268,38 +304,32 @@ pub enum SchedKind {
 
 /// Learning-rate schedule, stepped every iteration on the fractional epoch.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SchedSection {
     /// Shape.
-    #[serde(default)]
     pub name: SchedKind,
     /// Linear warmup length in epochs.
-    #[serde(default)]
     pub warmup_epochs: f64,
     /// LR at the start of warmup.
-    #[serde(default)]
     pub warmup_lr: f64,
     /// Floor of the cosine.
-    #[serde(default)]
     pub min_lr: f64,
     /// Staircase period in epochs (exponential).
-    #[serde(default = "default_decay_epochs")]
     pub decay_epochs: f64,
     /// Staircase factor (exponential).
-    #[serde(default = "default_decay_rate")]
     pub decay_rate: f64,
-}
-
-fn default_decay_epochs() -> f64 {
-    2.4
-}
-fn default_decay_rate() -> f64 {
-    0.97
 }
 
 impl Default for SchedSection {
     fn default() -> Self {
-        toml::from_str("").expect("SchedSection defaults")
+        Self {
+            name: SchedKind::Cosine,
+            warmup_epochs: 0.0,
+            warmup_lr: 0.0,
+            min_lr: 0.0,
+            decay_epochs: 2.4,
+            decay_rate: 0.97,
+        }
     }
 }
 
@@ -319,129 +349,132 @@ pub enum ProgressiveMode {
 
 /// Progressive learning ranges (EfficientNetV2 Table 6).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ProgressiveSection {
     /// Schedule formula.
-    #[serde(default)]
     pub mode: ProgressiveMode,
     /// Number of stages.
-    #[serde(default = "one_usize")]
     pub stages: usize,
     /// Training image size [min, max].
-    #[serde(default = "default_sizes")]
     pub size: [usize; 2],
     /// RandAugment magnitude [min, max].
-    #[serde(default = "default_ra_range")]
     pub randaugment: [f64; 2],
     /// Mixup alpha [min, max].
-    #[serde(default)]
     pub mixup: [f64; 2],
     /// Classifier dropout [min, max].
-    #[serde(default)]
     pub dropout: [f64; 2],
     /// Batch size per stage (empty: `train.batch_size` throughout).
-    #[serde(default)]
     pub batch_sizes: Vec<usize>,
-}
-
-fn one_usize() -> usize {
-    1
-}
-fn default_sizes() -> [usize; 2] {
-    [128, 224]
-}
-fn default_ra_range() -> [f64; 2] {
-    [5.0, 15.0]
 }
 
 impl Default for ProgressiveSection {
     fn default() -> Self {
-        toml::from_str("").expect("ProgressiveSection defaults")
+        Self {
+            mode: ProgressiveMode::Off,
+            stages: 1,
+            size: [128, 224],
+            randaugment: [5.0, 15.0],
+            mixup: [0.0, 0.0],
+            dropout: [0.0, 0.0],
+            batch_sizes: Vec::new(),
+        }
     }
 }
 
 /// Weight EMA.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct EmaSection {
     /// Keep an EMA copy of the weights and evaluate it beside the raw weights.
-    #[serde(default)]
     pub enabled: bool,
     /// Decay per step.
-    #[serde(default = "default_ema_decay")]
     pub decay: f64,
     /// timm-style warmup: decay `min(decay, 1 - (1 + step)^-power)` so early averages forget the
     /// random init quickly.
-    #[serde(default = "yes")]
     pub warmup: bool,
     /// Warmup power (timm uses 2/3 for long runs, 3/4 for short ones).
-    #[serde(default = "default_ema_power")]
     pub warmup_power: f64,
-}
-
-fn default_ema_decay() -> f64 {
-    0.9998
-}
-fn default_ema_power() -> f64 {
-    0.75
 }
 
 impl Default for EmaSection {
     fn default() -> Self {
-        toml::from_str("").expect("EmaSection defaults")
+        Self {
+            enabled: false,
+            decay: 0.9998,
+            warmup: true,
+            warmup_power: 0.75,
+        }
     }
 }
 
 /// Checkpoint cadence.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct CheckpointSection {
-    /// Also checkpoint every this many optimiser steps (0: only at epoch ends).
-    #[serde(default)]
-    pub every_steps: usize,
+    /// Also checkpoint every this many optimiser steps (absent: only at epoch ends).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub every_steps: Option<usize>,
     /// Step checkpoints kept (the best weights are kept separately).
-    #[serde(default = "default_keep")]
     pub keep_last: usize,
-}
-
-fn default_keep() -> usize {
-    2
 }
 
 impl Default for CheckpointSection {
     fn default() -> Self {
-        toml::from_str("").expect("CheckpointSection defaults")
+        Self {
+            every_steps: None,
+            keep_last: 2,
+        }
     }
 }
 
-/// Test hooks. Zero disables each.
+/// Test hooks; absent disables each.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TestingSection {
     /// Stop like Ctrl-C (checkpoint, exit) after this many global steps.
-    #[serde(default)]
-    pub stop_after_steps: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_after_steps: Option<u64>,
     /// Replace the loss by NaN at this global step (1-based), to exercise divergence handling.
-    #[serde(default)]
-    pub nan_at_step: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nan_at_step: Option<u64>,
 }
 
 impl TrainConfig {
-    /// Reads a recipe, applies `key=value` overrides (dotted keys, TOML literal values) and checks
-    /// it. Unknown keys and impossible values are errors naming the key and the file.
+    /// Reads a recipe, resolves its relative paths (`model.arch`, `model.init_weights`) against
+    /// the recipe's folder, applies `key=value` overrides (dotted keys, TOML literal values; paths
+    /// in them are relative to the working directory) and checks it. Unknown keys and impossible
+    /// values are errors naming the key and the file.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read training config {}", path.display()))?;
-        Self::from_toml_with(&text, overrides)
+        let base = path
+            .parent()
+            .map(|p| {
+                if p.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    p
+                }
+            })
+            .unwrap_or(Path::new("."));
+        Self::parse(&text, Some(base), overrides)
             .with_context(|| format!("in training config {}", path.display()))
     }
 
-    /// [`load`](Self::load) from text.
+    /// [`load`](Self::load) from text; relative paths stay relative to the working directory.
     pub fn from_toml_with(text: &str, overrides: &[String]) -> Result<Self> {
+        Self::parse(text, None, overrides)
+    }
+
+    fn parse(text: &str, base: Option<&Path>, overrides: &[String]) -> Result<Self> {
         let mut value: toml::Table = toml::from_str(text).context("not valid TOML")?;
+        if let Some(base) = base {
+            resolve_model_paths(&mut value, base);
+        }
         for ov in overrides {
             apply_override(&mut value, ov)?;
         }
+        resolve_model_paths(&mut value, Path::new("."));
         let cfg: TrainConfig = toml::Value::Table(value)
             .try_into()
             .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.message()))
@@ -457,7 +490,134 @@ impl TrainConfig {
 
     /// Rejects values that cannot train, with the offending key in the message.
     pub fn validate(&self) -> Result<()> {
-        let t = &self.train;
+        self.model.validate()?;
+        self.data.validate()?;
+        self.train.validate()?;
+        self.optim.validate()?;
+        self.sched.validate(self.train.epochs)?;
+        self.progressive.validate(self.train.epochs)?;
+        self.ema.validate()?;
+        self.checkpoint.validate()?;
+        self.check_memory()?;
+        effnet_model::parse_device(&self.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+        Ok(())
+    }
+
+    /// Bounded sizes, classes, host batch and the memory of training one image, before anything
+    /// is allocated (an absurd recipe is an error, not an out-of-memory abort).
+    fn check_memory(&self) -> Result<()> {
+        let (d, p, t) = (&self.data, &self.progressive, &self.train);
+        let batch = (p.batch_sizes.iter())
+            .fold(t.batch_size.max(d.eval_batch_size.unwrap_or(0)), |a, b| a.max(*b));
+        let size = p.size[1].max(d.eval_size.unwrap_or(0));
+        let classes = self.model.num_classes.unwrap_or(0);
+        effnet_model::check_training_input(&self.model.arch, classes, batch, size)
+            .map_err(|e| anyhow::anyhow!("progressive.size / data.eval_size / model: {e}"))
+    }
+}
+
+/// Makes a relative `model.arch` (when it is a file, not a preset name) and `model.init_weights`
+/// (unless `bundled`) absolute against `base`, so a recipe works from any working directory and
+/// the copy saved in the run folder still points at the same files.
+fn resolve_model_paths(table: &mut toml::Table, base: &Path) {
+    let Some(model) = table.get_mut("model").and_then(|m| m.as_table_mut()) else {
+        return;
+    };
+    for key in ["arch", "init_weights"] {
+        let Some(toml::Value::String(s)) = model.get(key) else {
+            continue;
+        };
+        if let Some(abs) = resolve_path(s, key, base) {
+            model.insert(key.into(), toml::Value::String(abs.display().to_string()));
+        }
+    }
+}
+
+/// The absolute form of a relative path value, or `None` when it is a name (preset, `bundled`)
+/// or already absolute.
+fn resolve_path(value: &str, key: &str, base: &Path) -> Option<PathBuf> {
+    let is_name = match key {
+        "arch" => !value.ends_with(".toml") && !value.contains('/'),
+        _ => value == BUNDLED_WEIGHTS,
+    };
+    let p = Path::new(value);
+    if is_name || value.is_empty() || p.is_absolute() {
+        return None;
+    }
+    std::path::absolute(base.join(p)).ok()
+}
+
+impl ModelSection {
+    fn validate(&self) -> Result<()> {
+        if self.arch.trim().is_empty() {
+            bail!("model.arch is empty (a preset name such as efficientnetv2_s or a model TOML)");
+        }
+        if let Some(d) = self.drop_path
+            && !(0.0..1.0).contains(&d)
+        {
+            bail!("model.drop_path = {d} must be in [0, 1)");
+        }
+        if self.num_classes == Some(0) {
+            bail!("model.num_classes must be >= 1 (leave it out to use the class folders)");
+        }
+        if self
+            .init_weights
+            .as_deref()
+            .is_some_and(|w| w.trim().is_empty())
+        {
+            bail!("model.init_weights is empty (leave it out to start from random weights)");
+        }
+        Ok(())
+    }
+}
+
+impl DataSection {
+    fn validate(&self) -> Result<()> {
+        let d = self;
+        if !(0.0..=1.0).contains(&d.hflip) {
+            bail!("data.hflip = {} is outside [0, 1]", d.hflip);
+        }
+        if !(d.scale[0] > 0.0 && d.scale[0] <= d.scale[1] && d.scale[1] <= 1.0) {
+            bail!("data.scale = {:?} must be 0 < min <= max <= 1", d.scale);
+        }
+        if !(d.ratio[0] > 0.0 && d.ratio[0] <= d.ratio[1]) {
+            bail!("data.ratio = {:?} must be 0 < min <= max", d.ratio);
+        }
+        if !(d.crop_pct > 0.0 && d.crop_pct <= 1.0) {
+            bail!("data.crop_pct = {} must be in (0, 1]", d.crop_pct);
+        }
+        if !d.std.iter().all(|s| *s > 0.0 && s.is_finite()) || !d.mean.iter().all(|m| m.is_finite())
+        {
+            bail!(
+                "data.mean/std = {:?}/{:?}: std must be positive and both finite",
+                d.mean,
+                d.std
+            );
+        }
+        if d.workers == 0 {
+            bail!("data.workers must be >= 1");
+        }
+        if d.randaugment == RandAugmentSpec::Automl && d.randaugment_layers > RandAugment::MAX_LAYERS
+        {
+            bail!(
+                "data.randaugment_layers = {} is above {}",
+                d.randaugment_layers,
+                RandAugment::MAX_LAYERS
+            );
+        }
+        if d.eval_size.is_some_and(|s| s < 8) {
+            bail!("data.eval_size must be >= 8");
+        }
+        if d.eval_batch_size == Some(0) {
+            bail!("data.eval_batch_size must be >= 1 (leave it out to use train.batch_size)");
+        }
+        Ok(())
+    }
+}
+
+impl TrainSection {
+    fn validate(&self) -> Result<()> {
+        let t = self;
         if t.epochs == 0 {
             bail!("train.epochs must be >= 1");
         }
@@ -473,7 +633,6 @@ impl TrainConfig {
         for (k, v) in [
             ("train.mixup_prob", t.mixup_prob),
             ("train.mixup_switch_prob", t.mixup_switch_prob),
-            ("data.hflip", self.data.hflip),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 bail!("{k} = {v} is outside [0, 1]");
@@ -482,9 +641,23 @@ impl TrainConfig {
         if !(t.clip_grad >= 0.0 && t.clip_grad.is_finite()) {
             bail!("train.clip_grad = {} must be >= 0", t.clip_grad);
         }
-        let o = &self.optim;
-        if !(o.lr_base > 0.0 && o.lr_base.is_finite()) {
+        if t.max_steps_per_epoch == Some(0) {
+            bail!("train.max_steps_per_epoch must be >= 1 (leave it out for whole epochs)");
+        }
+        Ok(())
+    }
+}
+
+impl OptimSection {
+    fn validate(&self) -> Result<()> {
+        let o = self;
+        if !positive(o.lr_base) {
             bail!("optim.lr_base = {} must be positive", o.lr_base);
+        }
+        if let Some(lr) = o.lr
+            && !positive(lr)
+        {
+            bail!("optim.lr = {lr} must be positive");
         }
         if o.lr_base_batch == 0 {
             bail!("optim.lr_base_batch must be >= 1");
@@ -503,26 +676,36 @@ impl TrainConfig {
         if !o.betas.iter().all(|b| (0.0..1.0).contains(b)) {
             bail!("optim.betas = {:?} must be in [0, 1)", o.betas);
         }
-        let s = &self.sched;
-        if !(s.warmup_epochs >= 0.0 && s.warmup_epochs < t.epochs as f64) {
+        Ok(())
+    }
+}
+
+impl SchedSection {
+    fn validate(&self, epochs: usize) -> Result<()> {
+        let s = self;
+        if !(s.warmup_epochs >= 0.0 && s.warmup_epochs < epochs as f64) {
             bail!(
-                "sched.warmup_epochs = {} must be in [0, train.epochs = {})",
-                s.warmup_epochs,
-                t.epochs
+                "sched.warmup_epochs = {} must be in [0, train.epochs = {epochs})",
+                s.warmup_epochs
             );
         }
         if !(positive(s.decay_epochs) && positive(s.decay_rate) && s.decay_rate <= 1.0) {
             bail!("sched.decay_epochs must be > 0 and sched.decay_rate in (0, 1]");
         }
-        if s.min_lr < 0.0 || s.warmup_lr < 0.0 {
+        if !(s.min_lr >= 0.0 && s.warmup_lr >= 0.0) {
             bail!("sched.min_lr and sched.warmup_lr must be >= 0");
         }
-        let p = &self.progressive;
-        if p.stages == 0 || p.stages > t.epochs.min(1000) {
+        Ok(())
+    }
+}
+
+impl ProgressiveSection {
+    fn validate(&self, epochs: usize) -> Result<()> {
+        let p = self;
+        if p.stages == 0 || p.stages > epochs.min(1000) {
             bail!(
-                "progressive.stages = {} must be in [1, min(train.epochs = {}, 1000)]",
-                p.stages,
-                t.epochs
+                "progressive.stages = {} must be in [1, min(train.epochs = {epochs}, 1000)]",
+                p.stages
             );
         }
         if p.size[0] < 8 || p.size[0] > p.size[1] {
@@ -554,47 +737,30 @@ impl TrainConfig {
                 p.stages
             );
         }
-        if !(0.0..1.0).contains(&self.ema.decay) || !positive(self.ema.warmup_power) {
+        Ok(())
+    }
+}
+
+impl EmaSection {
+    fn validate(&self) -> Result<()> {
+        if !(0.0..1.0).contains(&self.decay) || !positive(self.warmup_power) {
             bail!(
                 "ema.decay = {} must be in [0, 1) and ema.warmup_power > 0",
-                self.ema.decay
+                self.decay
             );
         }
-        if self.checkpoint.keep_last == 0 {
+        Ok(())
+    }
+}
+
+impl CheckpointSection {
+    fn validate(&self) -> Result<()> {
+        if self.keep_last == 0 {
             bail!("checkpoint.keep_last must be >= 1 (resuming needs one)");
         }
-        let d = &self.data;
-        if !(d.scale[0] > 0.0 && d.scale[0] <= d.scale[1] && d.scale[1] <= 1.0) {
-            bail!("data.scale = {:?} must be 0 < min <= max <= 1", d.scale);
+        if self.every_steps == Some(0) {
+            bail!("checkpoint.every_steps must be >= 1 (leave it out to checkpoint at epoch ends)");
         }
-        if !(d.ratio[0] > 0.0 && d.ratio[0] <= d.ratio[1]) {
-            bail!("data.ratio = {:?} must be 0 < min <= max", d.ratio);
-        }
-        if !(d.crop_pct > 0.0 && d.crop_pct <= 1.0) {
-            bail!("data.crop_pct = {} must be in (0, 1]", d.crop_pct);
-        }
-        if d.std.iter().any(|s| *s <= 0.0) {
-            bail!("data.std = {:?} must be positive", d.std);
-        }
-        // Bounded sizes, classes, host batch and the memory of training one image.
-        let batch =
-            (p.batch_sizes.iter()).fold(t.batch_size.max(d.eval_batch_size), |a, b| a.max(*b));
-        let (m, size) = (&self.model, p.size[1].max(d.eval_size));
-        effnet_model::check_training_input(&m.arch, m.num_classes, batch, size)
-            .map_err(|e| anyhow::anyhow!("progressive.size / data.eval_size / model: {e}"))?;
-        let mut pre = effnet_data::Preprocess::imagenet(size, d.crop_pct, Default::default());
-        (pre.mean, pre.std) = (d.mean, d.std);
-        pre.validate()
-            .map_err(|e| anyhow::anyhow!("data.crop_pct / data.mean / data.std: {e}"))?;
-        if d.workers == 0 {
-            bail!("data.workers must be >= 1");
-        }
-        crate::data::parse_interpolation(&d.interpolation)?;
-        crate::data::parse_randaugment(&d.randaugment, d.randaugment_layers)?;
-        if self.model.drop_path >= 1.0 {
-            bail!("model.drop_path = {} must be < 1", self.model.drop_path);
-        }
-        effnet_model::parse_device(&self.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
         Ok(())
     }
 }

@@ -5,33 +5,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use burn::prelude::*;
-use effnet_data::{ImageFolder, Interpolation, Preprocess, RandAugment, TrainTransform};
+use effnet_data::{ImageFolder, Preprocess, TrainTransform};
 
 use crate::config::TrainConfig;
-
-/// Parses an interpolation name with the config key in the error.
-pub fn parse_interpolation(name: &str) -> Result<Interpolation> {
-    name.parse::<Interpolation>()
-        .map_err(|e| anyhow::anyhow!("data.interpolation: {e}"))
-}
-
-/// Parses `data.randaugment`: `none`, `automl`, or a timm `rand-...` string.
-pub fn parse_randaugment(spec: &str, layers: usize) -> Result<Option<RandAugment>> {
-    match spec.trim() {
-        "" | "none" => Ok(None),
-        "automl" if layers > RandAugment::MAX_LAYERS => bail!(
-            "data.randaugment_layers = {layers} is above {}",
-            RandAugment::MAX_LAYERS
-        ),
-        "automl" => Ok(Some(RandAugment::automl(layers, 0.0))),
-        s if s.starts_with("rand") => RandAugment::parse_timm(s)
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("data.randaugment = '{s}': {e}")),
-        other => bail!(
-            "data.randaugment = '{other}': expected none, automl or a timm 'rand-m9-...' string"
-        ),
-    }
-}
 
 /// The training and validation folders of a run.
 pub struct Splits {
@@ -89,27 +65,27 @@ pub fn open_splits(data: &Path, cfg: &TrainConfig) -> Result<Splits> {
 }
 
 /// The base training transform (stage values are filled in by [`TrainTransform::at_stage`]).
-pub fn train_transform(cfg: &TrainConfig) -> Result<TrainTransform> {
+pub fn train_transform(cfg: &TrainConfig) -> TrainTransform {
     let d = &cfg.data;
-    Ok(TrainTransform {
+    TrainTransform {
         size: cfg.progressive.size[1],
         scale: (d.scale[0], d.scale[1]),
         ratio: (d.ratio[0], d.ratio[1]),
         hflip: d.hflip,
-        randaugment: parse_randaugment(&d.randaugment, d.randaugment_layers)?,
-        interpolation: parse_interpolation(&d.interpolation)?,
+        randaugment: d.randaugment.build(d.randaugment_layers),
+        interpolation: d.interpolation,
         mean: d.mean,
         std: d.std,
-    })
+    }
 }
 
 /// Evaluation preprocessing at `size` with the recipe's crop fraction.
-pub fn eval_preprocess(cfg: &TrainConfig, size: usize) -> Result<Preprocess> {
+pub fn eval_preprocess(cfg: &TrainConfig, size: usize) -> Preprocess {
     let d = &cfg.data;
-    let mut p = Preprocess::imagenet(size, d.crop_pct, parse_interpolation(&d.interpolation)?);
+    let mut p = Preprocess::imagenet(size, d.crop_pct, d.interpolation);
     p.mean = d.mean;
     p.std = d.std;
-    Ok(p)
+    p
 }
 
 /// A host batch as an NCHW tensor on `device`.

@@ -6,20 +6,26 @@
 //! label smoothing, mixup/cutmix with soft targets, TF-style RMSProp / AdamW / SGD-Nesterov,
 //! warmup + cosine or exponential LR, weight EMA, and checkpoints that resume bit-for-bit.
 //!
-//! The CLI mounts [`TrainArgs`] and [`EvalArgs`] as `effnet train` and `effnet eval`.
+//! A [`Trainer`] runs one run folder; progress goes to a [`Reporter`] (the library prints
+//! nothing) and a [`StopHandle`] asks it to checkpoint and stop. The `effnet` CLI mounts this as
+//! `effnet train` and `effnet eval`.
 
 pub mod checkpoint;
-pub mod cli;
 pub mod config;
 pub mod data;
 pub mod ema;
 pub mod loss;
 pub mod optim;
 pub mod output;
+pub mod report;
+pub mod run_folder;
 pub mod schedule;
+pub mod stop;
 pub mod trainer;
 
-pub use cli::{EvalArgs, EvalResult, TrainArgs};
+pub use checkpoint::{Checkpointer, EpochRow};
 pub use config::TrainConfig;
+pub use report::{Reporter, Silent};
 pub use schedule::{ProgressiveSchedule, Stage};
-pub use trainer::{TrainOutcome, evaluate, train, train_step};
+pub use stop::StopHandle;
+pub use trainer::{TrainOutcome, Trainer, evaluate, train, train_step};

@@ -2,46 +2,30 @@
 //! dropout, EMA, per-iteration LR, evaluation of raw and EMA weights, checkpoints and outputs.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use effnet_data::loader::batch_rng;
-use effnet_data::{ImageFolder, LoaderConfig, Mixup, Preprocess, eval_batches, smooth_one_hot};
-use effnet_model::{
-    EfficientNet, EfficientNetConfig, load_native, parse_device, save_native_labeled,
+use effnet_data::{
+    Batch, BatchIter, ImageFolder, LoaderConfig, Mixup, Preprocess, TrainTransform, eval_batches,
+    smooth_one_hot,
 };
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use effnet_model::{EfficientNet, EfficientNetConfig, load_native, parse_device};
 use serde_json::json;
 
-use crate::checkpoint::{self, EpochRow, Snapshot, TrainState};
-use crate::config::TrainConfig;
-use crate::data::{eval_preprocess, images_tensor, open_splits, train_transform};
+use crate::checkpoint::{self, Checkpointer, EpochRow, TrainState};
+use crate::config::{BUNDLED_WEIGHTS, TrainConfig};
+use crate::data::{Splits, eval_preprocess, images_tensor, open_splits, train_transform};
 use crate::ema::{ModelEma, copy_weights};
 use crate::loss::{TopK, soft_target_cross_entropy};
 use crate::optim::{build_optimizer, clip_grad_norm};
 use crate::output;
-use crate::schedule::{ProgressiveSchedule, learning_rate, scaled_lr};
-
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-static HANDLER: OnceLock<()> = OnceLock::new();
-
-/// Installs the Ctrl-C handler once per process: the first Ctrl-C asks the loop to checkpoint and
-/// stop after the current step; a second one exits immediately.
-pub fn install_ctrlc() {
-    HANDLER.get_or_init(|| {
-        let _ = ctrlc::set_handler(|| {
-            if INTERRUPTED.swap(true, Ordering::SeqCst) {
-                eprintln!("\nsecond Ctrl-C: exiting without checkpoint");
-                std::process::exit(130);
-            }
-            eprintln!("\nCtrl-C: stopping after this step and writing a checkpoint...");
-        });
-    });
-}
+use crate::report::{EpochStart, EvalProgress, Reporter, RunInfo, Silent, StepInfo};
+use crate::run_folder::{RunFolder, check_same_classes};
+use crate::schedule::{ProgressiveSchedule, Stage, learning_rate};
+use crate::stop::StopHandle;
 
 /// What a finished (or stopped) run reports.
 #[derive(Debug, Clone)]
@@ -75,24 +59,31 @@ pub fn build_model(
     device: &Device,
 ) -> Result<(EfficientNet, EfficientNetConfig)> {
     let m = &cfg.model;
-    if m.init_weights.is_empty() {
+    let Some(init) = m.init_weights.as_deref() else {
         let mut mc = EfficientNetConfig::from_name_or_file(&m.arch)
             .map_err(|e| anyhow::anyhow!("model.arch = '{}': {e}", m.arch))?;
         mc.num_classes = num_classes;
-        if m.drop_path >= 0.0 {
-            mc.drop_path = m.drop_path;
+        if let Some(d) = m.drop_path {
+            mc.drop_path = d;
         }
         mc.validate()
             .map_err(|e| anyhow::anyhow!("model.arch = '{}': {e}", m.arch))?;
         return Ok((mc.init(device), mc));
+    };
+    let pre = if init == BUNDLED_WEIGHTS {
+        effnet_model::load_native_bytes(
+            Path::new("<bundled efficientnet_lite0>"),
+            effnet::BUNDLED_WEIGHTS.to_vec(),
+            device,
+        )
+    } else {
+        load_native(Path::new(init), device)
     }
-    let path = Path::new(&m.init_weights);
-    let pre = load_native(path, device)
-        .with_context(|| format!("model.init_weights = {}", path.display()))?;
+    .with_context(|| format!("model.init_weights = {init}"))?;
     let mut mc = pre.config.clone();
     // Rebuild with this recipe's stochastic depth (a per-block constant), then copy the weights.
-    if m.drop_path >= 0.0 {
-        mc.drop_path = m.drop_path;
+    if let Some(d) = m.drop_path {
+        mc.drop_path = d;
     }
     let mut model = copy_weights(mc.init(device), &pre.model);
     if mc.num_classes != num_classes {
@@ -109,6 +100,8 @@ pub fn build_model(
 }
 
 /// Top-1/top-5 and loss of `model` (inference copy) on `ds`.
+/// `epoch` and `which` only label the progress sent to `reporter`.
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate(
     model: &EfficientNet,
     ds: &ImageFolder,
@@ -116,13 +109,20 @@ pub fn evaluate(
     batch_size: usize,
     workers: usize,
     device: &Device,
+    reporter: &mut dyn Reporter,
+    (epoch, which): (usize, &str),
 ) -> Result<TopK> {
     let classes = model.num_classes();
     let mut k = TopK::default();
-    for batch in eval_batches(ds, pre, batch_size, workers) {
-        for (p, why) in &batch.skipped {
-            eprintln!("warning: skipped {}: {why}", p.display());
-        }
+    let total = ds.len().div_ceil(batch_size.max(1));
+    for (i, batch) in eval_batches(ds, pre, batch_size, workers).enumerate() {
+        report_skipped(reporter, &batch);
+        let progress = EvalProgress {
+            epoch,
+            which,
+            done: i + 1,
+            total,
+        };
         let b = batch.labels.len();
         if b == 0 {
             continue;
@@ -137,6 +137,7 @@ pub fn evaluate(
             .try_to_vec::<f32>()
             .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
         k.add(&logits, &batch.labels, classes);
+        reporter.eval_progress(&progress);
     }
     Ok(k)
 }
@@ -168,59 +169,110 @@ pub fn train_step(
     (optim.step(lr, model, grads), loss_val)
 }
 
-/// Runs (or resumes, when `resume` and `run_dir` holds a checkpoint) a training run.
-pub fn train(cfg: &TrainConfig, data: &Path, run_dir: &Path, resume: bool) -> Result<TrainOutcome> {
-    let device = parse_device(&cfg.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
-    let ad = device.clone().autodiff();
-    let splits = open_splits(data, cfg)?;
-    let n_classes = splits.train.classes.len();
-    if cfg.model.num_classes != 0 && cfg.model.num_classes != n_classes {
-        bail!(
-            "model.num_classes = {} but the training split has {} classes",
-            cfg.model.num_classes,
-            n_classes
-        );
+fn report_skipped(reporter: &mut dyn Reporter, batch: &Batch) {
+    for (p, why) in &batch.skipped {
+        reporter.warning(&format!("skipped {}: {why}", p.display()));
     }
-    std::fs::create_dir_all(run_dir)
-        .with_context(|| format!("cannot create run folder {}", run_dir.display()))?;
-    device.seed(cfg.seed);
-    let (init_model, model_cfg) = build_model(cfg, n_classes, &device)?;
-    let eval_size = if cfg.data.eval_size > 0 {
-        cfg.data.eval_size
+}
+
+/// Runs (or resumes, when `resume`) a training run silently until it ends; the convenience form
+/// of [`Trainer`] for tests and embedders that need no progress or stop control.
+pub fn train(cfg: &TrainConfig, data: &Path, run_dir: &Path, resume: bool) -> Result<TrainOutcome> {
+    let mut trainer = if resume {
+        Trainer::resume(cfg, data, run_dir, Box::new(Silent))?
     } else {
-        model_cfg.eval_size
+        Trainer::new(cfg, data, run_dir, Box::new(Silent))?
     };
-    let preprocess = eval_preprocess(cfg, eval_size)?;
-    let eval_bs = if cfg.data.eval_batch_size > 0 {
-        cfg.data.eval_batch_size
-    } else {
-        cfg.train.batch_size
-    };
-    let mut optim = build_optimizer(&cfg.optim)?;
-    let (mut model, mut ema, mut state) = if resume {
-        let l = checkpoint::load(run_dir, &device, optim)?;
-        optim = l.optim;
-        output::truncate_log(run_dir, l.state.global_step)?;
-        println!(
-            "resuming {} at epoch {} step {} (global step {})",
-            l.dir.display(),
-            l.state.epoch,
-            l.state.step_in_epoch,
-            l.state.global_step
-        );
-        let ema = match (cfg.ema.enabled, l.ema) {
-            (true, Some(e)) => {
-                let mut m = ModelEma::new(e, cfg.ema.decay, cfg.ema.warmup, cfg.ema.warmup_power);
-                m.updates = l.state.ema_updates;
-                Some(m)
-            }
-            (true, None) => bail!("the checkpoint has no EMA weights but ema.enabled = true"),
-            _ => None,
-        };
-        // `train()` moves the parameters onto the autodiff device as tracked leaves.
-        (l.model.train(), ema, l.state)
-    } else {
-        let model = init_model.train();
+    trainer.run(&StopHandle::new())
+}
+
+/// What is fixed for a whole run once the recipe, the data and the model are known; built before
+/// anything is written, so a bad recipe or data set leaves no run folder behind.
+struct Setup {
+    device: Device,
+    splits: Splits,
+    model: EfficientNet,
+    model_cfg: EfficientNetConfig,
+    preprocess: Preprocess,
+    optim: ModuleOptimizer,
+}
+
+impl Setup {
+    fn new(cfg: &TrainConfig, data: &Path) -> Result<Self> {
+        let device = parse_device(&cfg.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+        let splits = open_splits(data, cfg)?;
+        let n_classes = splits.train.classes.len();
+        if let Some(n) = cfg.model.num_classes
+            && n != n_classes
+        {
+            bail!("model.num_classes = {n} but the training split has {n_classes} classes");
+        }
+        device.seed(cfg.seed);
+        let (model, model_cfg) = build_model(cfg, n_classes, &device)?;
+        let eval_size = cfg.data.eval_size.unwrap_or(model_cfg.eval_size);
+        let preprocess = eval_preprocess(cfg, eval_size);
+        let optim = build_optimizer(&cfg.optim)?;
+        Ok(Self {
+            device,
+            splits,
+            model,
+            model_cfg,
+            preprocess,
+            optim,
+        })
+    }
+}
+
+/// What one epoch uses: its progressive stage, transform, loader settings and peak LR.
+struct EpochPlan {
+    epoch: usize,
+    stage: Stage,
+    steps: usize,
+    lr_peak: f64,
+    mixup: Mixup,
+}
+
+/// Counters of the epoch in progress.
+struct EpochStats {
+    started: Instant,
+    images: usize,
+    train_secs: f64,
+    lr: f64,
+}
+
+/// A training run: the model, its EMA and optimiser, the position ([`TrainState`]) and the run
+/// folder. [`Trainer::new`] starts a run, [`Trainer::resume`] continues one from its latest
+/// checkpoint, [`Trainer::run`] trains to the end or until the [`StopHandle`] fires.
+pub struct Trainer {
+    cfg: TrainConfig,
+    device: Device,
+    /// The autodiff view of `device`, seeded per step.
+    ad: Device,
+    splits: Splits,
+    /// Training weights on the autodiff device (`None` only transiently inside a step).
+    model: Option<EfficientNet>,
+    ema: Option<ModelEma>,
+    optim: ModuleOptimizer,
+    state: TrainState,
+    schedule: ProgressiveSchedule,
+    base_tf: TrainTransform,
+    preprocess: Preprocess,
+    checkpointer: Checkpointer,
+    folder: RunFolder,
+    reporter: Box<dyn Reporter>,
+}
+
+impl Trainer {
+    /// Starts a new run in `run_dir` (created, locked; refused if it already holds a run).
+    pub fn new(
+        cfg: &TrainConfig,
+        data: &Path,
+        run_dir: &Path,
+        reporter: Box<dyn Reporter>,
+    ) -> Result<Self> {
+        let setup = Setup::new(cfg, data)?;
+        let folder = RunFolder::create(run_dir)?;
+        let model = setup.model.clone().train();
         let ema = cfg.ema.enabled.then(|| {
             ModelEma::new(
                 model.valid(),
@@ -235,52 +287,164 @@ pub fn train(cfg: &TrainConfig, data: &Path, run_dir: &Path, resume: bool) -> Re
             ..Default::default()
         };
         output::write_summary(run_dir, &[])?;
-        (model, ema, state)
-    };
-    checkpoint::write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-    splits
-        .train
-        .save_classes(&run_dir.join("classes.txt"))
-        .context("writing classes.txt")?;
-    println!("{}", splits.train.report());
-    println!("{}", splits.val.report());
-    println!(
-        "model {} ({:.2} M params, {} classes), run folder {}",
-        model_cfg.name,
-        model.num_trainable_params() as f64 / 1e6,
-        n_classes,
-        run_dir.display()
-    );
+        let mut t = Self::assemble(cfg, setup, folder, model, ema, state, reporter);
+        t.write_run_files()?;
+        t.report_start(None);
+        Ok(t)
+    }
 
-    let schedule =
-        ProgressiveSchedule::new(&cfg.progressive, cfg.train.epochs, cfg.train.batch_size);
-    let base_tf = train_transform(cfg)?;
-    install_ctrlc();
-    let save_ckpt = |model: &EfficientNet,
-                     ema: &Option<ModelEma>,
-                     optim: &ModuleOptimizer,
-                     state: &TrainState|
-     -> Result<PathBuf> {
-        let snap = Snapshot {
-            model: &model.valid(),
-            ema: ema.as_ref().map(|e| &e.model),
+    /// Continues the run in `run_dir` from its latest checkpoint. Refuses, before writing
+    /// anything, a folder without a checkpoint or a training split whose classes differ from the
+    /// run's `classes.txt`; then rebuilds `summary.csv`, the log tail and the plots from the
+    /// checkpoint's history.
+    pub fn resume(
+        cfg: &TrainConfig,
+        data: &Path,
+        run_dir: &Path,
+        reporter: Box<dyn Reporter>,
+    ) -> Result<Self> {
+        let setup = Setup::new(cfg, data)?;
+        checkpoint::latest(run_dir)?;
+        check_same_classes(run_dir, &setup.splits.train.classes)?;
+        let folder = RunFolder::open(run_dir)?;
+        let Setup {
+            device,
+            splits,
+            model,
+            model_cfg,
+            preprocess,
             optim,
-            state,
-            config: &model_cfg,
-            preprocess: &preprocess,
+        } = setup;
+        let l = checkpoint::load(run_dir, &device, optim)?;
+        let ema = match (cfg.ema.enabled, l.ema) {
+            (true, Some(e)) => {
+                let mut m = ModelEma::new(e, cfg.ema.decay, cfg.ema.warmup, cfg.ema.warmup_power);
+                m.updates = l.state.ema_updates;
+                Some(m)
+            }
+            (true, None) => bail!("the checkpoint has no EMA weights but ema.enabled = true"),
+            _ => None,
         };
-        checkpoint::save(run_dir, &snap, cfg.checkpoint.keep_last)
-            .with_context(|| format!("writing a checkpoint in {}", run_dir.display()))
-    };
+        output::rebuild(run_dir, &l.state.history, l.state.global_step)?;
+        let at = (
+            l.state.epoch + 1,
+            l.state.step_in_epoch,
+            l.state.global_step,
+        );
+        let setup = Setup {
+            device,
+            splits,
+            model,
+            model_cfg,
+            preprocess,
+            optim: l.optim,
+        };
+        // `train()` moves the parameters onto the autodiff device as tracked leaves.
+        let model = l.model.train();
+        let mut t = Self::assemble(cfg, setup, folder, model, ema, l.state, reporter);
+        t.write_run_files()?;
+        t.report_start(Some(at));
+        Ok(t)
+    }
 
-    for epoch in state.epoch..cfg.train.epochs {
-        let started = Instant::now();
-        let stage = schedule.stage_at(epoch).clone();
-        state.stage = stage.index;
-        model = model.set_dropout(stage.dropout);
-        let magnitude = base_tf.randaugment.as_ref().map(|_| stage.randaugment);
-        let tf = base_tf.at_stage(stage.image_size, magnitude);
-        let lcfg = LoaderConfig {
+    fn assemble(
+        cfg: &TrainConfig,
+        setup: Setup,
+        folder: RunFolder,
+        model: EfficientNet,
+        ema: Option<ModelEma>,
+        state: TrainState,
+        reporter: Box<dyn Reporter>,
+    ) -> Self {
+        let checkpointer = Checkpointer::new(
+            folder.path(),
+            cfg.checkpoint.keep_last,
+            setup.model_cfg.clone(),
+            setup.preprocess.clone(),
+            setup.splits.train.classes.clone(),
+        );
+        Self {
+            schedule: ProgressiveSchedule::new(
+                &cfg.progressive,
+                cfg.train.epochs,
+                cfg.train.batch_size,
+            ),
+            base_tf: train_transform(cfg),
+            cfg: cfg.clone(),
+            ad: setup.device.clone().autodiff(),
+            device: setup.device,
+            splits: setup.splits,
+            model: Some(model),
+            ema,
+            optim: setup.optim,
+            state,
+            preprocess: setup.preprocess,
+            checkpointer,
+            folder,
+            reporter,
+        }
+    }
+
+    fn write_run_files(&self) -> Result<()> {
+        let dir = self.folder.path();
+        checkpoint::write_atomic(&dir.join("config.toml"), self.cfg.to_toml()?.as_bytes())?;
+        let mut classes = self.splits.train.classes.join("\n");
+        classes.push('\n');
+        checkpoint::write_atomic(&dir.join("classes.txt"), classes.as_bytes())
+    }
+
+    fn report_start(&mut self, resumed_at: Option<(usize, usize, u64)>) {
+        let params = self.model().num_trainable_params();
+        let info = RunInfo {
+            run_dir: self.folder.path(),
+            model: self.checkpointer.model_name(),
+            params,
+            classes: self.splits.train.classes.len(),
+            train_report: self.splits.train.report(),
+            val_report: self.splits.val.report(),
+            resumed_at,
+        };
+        self.reporter.run_started(&info);
+    }
+
+    fn model(&self) -> &EfficientNet {
+        self.model
+            .as_ref()
+            .expect("the model is only taken out inside a step")
+    }
+
+    /// Trains until the last epoch or until `stop` is requested (then after a checkpoint).
+    pub fn run(&mut self, stop: &StopHandle) -> Result<TrainOutcome> {
+        for epoch in self.state.epoch..self.cfg.train.epochs {
+            let started = Instant::now();
+            let (plan, batches) = self.plan_epoch(epoch)?;
+            let Some(mut stats) = self.train_epoch(&plan, batches, stop)? else {
+                return Ok(self.outcome(true));
+            };
+            stats.started = started;
+            let (raw, ema) = self.evaluate(epoch + 1)?;
+            self.end_epoch(&plan, stats, raw, ema)?;
+        }
+        Ok(self.outcome(false))
+    }
+
+    fn outcome(&self, interrupted: bool) -> TrainOutcome {
+        TrainOutcome {
+            run_dir: self.folder.path().to_path_buf(),
+            history: self.state.history.clone(),
+            best_top1: self.state.best_top1,
+            best_is_ema: self.state.best_is_ema,
+            global_step: self.state.global_step,
+            interrupted,
+        }
+    }
+
+    fn plan_epoch(&self, epoch: usize) -> Result<(EpochPlan, BatchIter)> {
+        let cfg = &self.cfg;
+        let stage = self.schedule.stage_at(epoch).clone();
+        let magnitude = self.base_tf.randaugment.as_ref().map(|_| stage.randaugment);
+        let transform = self.base_tf.at_stage(stage.image_size, magnitude);
+        let loader = LoaderConfig {
             batch_size: stage.batch_size,
             workers: cfg.data.workers,
             shuffle: true,
@@ -288,19 +452,20 @@ pub fn train(cfg: &TrainConfig, data: &Path, run_dir: &Path, resume: bool) -> Re
             drop_last: true,
             prefetch: 2,
         };
-        let batches = effnet_data::train_batches(&splits.train, &tf, &lcfg, epoch as u64);
-        let mut n_batches = batches.num_batches();
-        if cfg.train.max_steps_per_epoch > 0 {
-            n_batches = n_batches.min(cfg.train.max_steps_per_epoch);
+        let batches =
+            effnet_data::train_batches(&self.splits.train, &transform, &loader, epoch as u64);
+        let mut steps = batches.num_batches();
+        if let Some(max) = cfg.train.max_steps_per_epoch {
+            steps = steps.min(max);
         }
-        if n_batches == 0 {
+        if steps == 0 {
             bail!(
                 "the training split has {} images, fewer than one batch of {}",
-                splits.train.len(),
+                self.splits.train.len(),
                 stage.batch_size
             );
         }
-        let lr_peak = scaled_lr(cfg.optim.lr_base, stage.batch_size, cfg.optim.lr_base_batch);
+        let n_classes = self.splits.train.classes.len();
         let mixup = Mixup {
             mixup_alpha: stage.mixup,
             cutmix_alpha: if cfg.train.cutmix { stage.mixup } else { 0.0 },
@@ -310,201 +475,266 @@ pub fn train(cfg: &TrainConfig, data: &Path, run_dir: &Path, resume: bool) -> Re
             label_smoothing: cfg.train.label_smoothing,
             num_classes: n_classes,
         };
-        let bar = ProgressBar::with_draw_target(
-            Some(n_batches as u64),
-            ProgressDrawTarget::stderr_with_hz(4),
-        );
-        bar.set_style(
-            ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} {msg} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
-        );
-        bar.set_prefix(format!("epoch {}/{}", epoch + 1, cfg.train.epochs));
-        bar.set_position(state.step_in_epoch as u64);
-        let skip = state.step_in_epoch;
+        let plan = EpochPlan {
+            epoch,
+            lr_peak: cfg.optim.peak_lr(stage.batch_size),
+            stage,
+            steps,
+            mixup,
+        };
+        Ok((plan, batches))
+    }
+
+    fn lr_at(&self, plan: &EpochPlan, t: f64) -> f64 {
+        learning_rate(&self.cfg.sched, plan.lr_peak, self.cfg.train.epochs, t)
+    }
+
+    /// Runs the remaining steps of `plan.epoch`; `None` when stopped on request (a checkpoint is
+    /// written first).
+    fn train_epoch(
+        &mut self,
+        plan: &EpochPlan,
+        batches: BatchIter,
+        stop: &StopHandle,
+    ) -> Result<Option<EpochStats>> {
+        let epoch = plan.epoch;
+        self.state.stage = plan.stage.index;
+        let dropout = plan.stage.dropout;
+        self.with_model(|m| m.set_dropout(dropout));
+        let skip = self.state.step_in_epoch;
+        self.reporter.epoch_started(&EpochStart {
+            epoch: epoch + 1,
+            epochs: self.cfg.train.epochs,
+            steps: plan.steps,
+            done: skip,
+            img_size: plan.stage.image_size,
+            stage: plan.stage.index,
+        });
         // LR of the last step already done (what the epoch row reports if none is left).
-        let done = skip.saturating_sub(1) as f64 / n_batches as f64;
-        let mut lr = learning_rate(&cfg.sched, lr_peak, cfg.train.epochs, epoch as f64 + done);
-        let mut images_done = 0usize;
+        let done = skip.saturating_sub(1) as f64 / plan.steps as f64;
         let t_train = Instant::now();
-        for (i, batch) in batches.enumerate().take(n_batches).skip(skip) {
-            for (p, why) in &batch.skipped {
-                eprintln!("warning: skipped {}: {why}", p.display());
+        let mut stats = EpochStats {
+            started: t_train,
+            images: 0,
+            train_secs: 0.0,
+            lr: self.lr_at(plan, epoch as f64 + done),
+        };
+        let mut batches = batches.enumerate().take(plan.steps).skip(skip);
+        loop {
+            let t_data = Instant::now();
+            let Some((i, batch)) = batches.next() else {
+                break;
+            };
+            let data_secs = t_data.elapsed().as_secs_f64();
+            self.step(plan, i, batch, &mut stats, t_train, data_secs)?;
+            stats.train_secs = t_train.elapsed().as_secs_f64();
+            if self.should_stop(stop) || self.checkpoint_due(i, plan.steps) {
+                self.save_checkpoint()?;
             }
-            let b = batch.labels.len();
-            let t = epoch as f64 + i as f64 / n_batches as f64;
-            lr = learning_rate(&cfg.sched, lr_peak, cfg.train.epochs, t);
-            state.global_step += 1;
-            state.step_in_epoch = i + 1;
-            if b > 0 {
-                ad.seed(mix(cfg.seed ^ mix(state.global_step)));
-                let mut images = batch.images;
-                let targets = if mixup.enabled() {
-                    let mut rng = batch_rng(cfg.seed, epoch as u64, i as u64);
-                    mixup.apply(&mut images, &batch.labels, batch.size, &mut rng)
-                } else {
-                    smooth_one_hot(&batch.labels, n_classes, cfg.train.label_smoothing)
-                };
-                let x = images_tensor(images, b, batch.size, &ad);
-                let y = Tensor::<2>::from_data(TensorData::new(targets, [b, n_classes]), &ad);
-                let poison = cfg.testing.nan_at_step as u64 == state.global_step;
-                let (next, loss_val) =
-                    train_step(model, &mut optim, x, y, lr, cfg.train.clip_grad, poison);
-                model = next;
-                if !loss_val.is_finite() {
-                    bar.abandon();
-                    let last = checkpoint::latest(run_dir)
-                        .map(|p| p.display().to_string())
-                        .unwrap_or_else(|_| "none yet".into());
-                    bail!(
-                        "loss is {loss_val} at epoch {} step {} (global step {}, lr {lr:.3e}): \
-                         training diverged; weights were not updated. Last good checkpoint: {last}. \
-                         Lower optim.lr_base or set train.clip_grad and resume.",
-                        epoch,
-                        i,
-                        state.global_step
-                    );
-                }
-                if let Some(e) = ema.as_mut() {
-                    e.update(&model.valid());
-                    state.ema_updates = e.updates;
-                }
-                state.epoch_loss_sum += loss_val;
-                images_done += b;
-                let ips = images_done as f64 / t_train.elapsed().as_secs_f64().max(1e-9);
-                bar.set_message(format!("loss {loss_val:.4} lr {lr:.2e} {ips:.1} img/s"));
-                output::append_log(
-                    run_dir,
-                    &json!({"kind": "step", "step": state.global_step, "epoch": epoch,
-                            "iter": i, "loss": loss_val, "lr": lr, "img_size": batch.size,
-                            "batch": b}),
-                )?;
-            }
-            bar.set_position((i + 1) as u64);
-            let every = cfg.checkpoint.every_steps as u64;
-            let stop_hook = cfg.testing.stop_after_steps as u64 == state.global_step;
-            let interrupted = INTERRUPTED.load(Ordering::SeqCst) || stop_hook;
-            if interrupted || (every > 0 && state.global_step % every == 0 && i + 1 < n_batches) {
-                save_ckpt(&model, &ema, &optim, &state)?;
-            }
-            if interrupted {
-                bar.abandon();
-                println!(
-                    "stopped at epoch {epoch} step {} (global step {}); resume with --resume {}",
-                    i + 1,
-                    state.global_step,
-                    run_dir.display()
-                );
-                return Ok(TrainOutcome {
-                    run_dir: run_dir.to_path_buf(),
-                    history: state.history.clone(),
-                    best_top1: state.best_top1,
-                    best_is_ema: state.best_is_ema,
-                    global_step: state.global_step,
-                    interrupted: true,
-                });
+            if self.should_stop(stop) {
+                self.reporter
+                    .stopped(epoch + 1, i + 1, self.state.global_step, self.folder.path());
+                return Ok(None);
             }
         }
-        bar.finish_and_clear();
-        let train_secs = t_train.elapsed().as_secs_f64();
+        Ok(Some(stats))
+    }
+
+    fn should_stop(&self, stop: &StopHandle) -> bool {
+        stop.is_requested() || self.cfg.testing.stop_after_steps == Some(self.state.global_step)
+    }
+
+    fn checkpoint_due(&self, i: usize, steps: usize) -> bool {
+        self.cfg
+            .checkpoint
+            .every_steps
+            .is_some_and(|n| self.state.global_step.is_multiple_of(n as u64) && i + 1 < steps)
+    }
+
+    fn with_model(&mut self, f: impl FnOnce(EfficientNet) -> EfficientNet) {
+        let m = self.model.take().expect("model present between steps");
+        self.model = Some(f(m));
+    }
+
+    /// One optimiser step on batch `i` of the epoch, with logging.
+    fn step(
+        &mut self,
+        plan: &EpochPlan,
+        i: usize,
+        batch: Batch,
+        stats: &mut EpochStats,
+        t_train: Instant,
+        data_secs: f64,
+    ) -> Result<()> {
+        report_skipped(self.reporter.as_mut(), &batch);
+        let epoch = plan.epoch;
+        let b = batch.labels.len();
+        let lr = self.lr_at(plan, epoch as f64 + i as f64 / plan.steps as f64);
+        stats.lr = lr;
+        self.state.global_step += 1;
+        self.state.step_in_epoch = i + 1;
+        if b == 0 {
+            return Ok(());
+        }
+        let loss = self.optimise(plan, i, batch, lr)?;
+        if let Some(e) = self.ema.as_mut() {
+            e.update(&self.model.as_ref().expect("model present").valid());
+            self.state.ema_updates = e.updates;
+        }
+        self.state.epoch_loss_sum += loss;
+        stats.images += b;
+        let info = StepInfo {
+            epoch: epoch + 1,
+            epochs: self.cfg.train.epochs,
+            step: i + 1,
+            steps: plan.steps,
+            global_step: self.state.global_step,
+            loss,
+            loss_avg: self.state.epoch_loss_sum / (i + 1) as f64,
+            lr,
+            img_per_sec: stats.images as f64 / t_train.elapsed().as_secs_f64().max(1e-9),
+            data_secs,
+            batch: b,
+        };
+        self.reporter.step(&info);
+        output::append_log(
+            self.folder.path(),
+            &json!({"kind": "step", "step": self.state.global_step, "epoch": epoch + 1,
+                    "iter": i, "steps": plan.steps, "loss": loss, "lr": lr,
+                    "img_size": plan.stage.image_size, "batch": b,
+                    "data_secs": data_secs}),
+        )
+    }
+
+    /// Forward, loss, backward, update; a non-finite loss is an error naming the last good
+    /// checkpoint (the weights are not updated).
+    fn optimise(&mut self, plan: &EpochPlan, i: usize, batch: Batch, lr: f64) -> Result<f64> {
+        let cfg = &self.cfg;
+        let n_classes = self.splits.train.classes.len();
+        let b = batch.labels.len();
+        let ad = &self.ad;
+        ad.seed(mix(cfg.seed ^ mix(self.state.global_step)));
+        let mut images = batch.images;
+        let targets = if plan.mixup.enabled() {
+            let mut rng = batch_rng(cfg.seed, plan.epoch as u64, i as u64);
+            plan.mixup
+                .apply(&mut images, &batch.labels, batch.size, &mut rng)
+        } else {
+            smooth_one_hot(&batch.labels, n_classes, cfg.train.label_smoothing)
+        };
+        let x = images_tensor(images, b, batch.size, ad);
+        let y = Tensor::<2>::from_data(TensorData::new(targets, [b, n_classes]), ad);
+        let poison = cfg.testing.nan_at_step == Some(self.state.global_step);
+        let model = self.model.take().expect("model present between steps");
+        let (next, loss) = train_step(
+            model,
+            &mut self.optim,
+            x,
+            y,
+            lr,
+            cfg.train.clip_grad,
+            poison,
+        );
+        self.model = Some(next);
+        if !loss.is_finite() {
+            let last = checkpoint::latest(self.folder.path())
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|_| "none yet".into());
+            bail!(
+                "loss is {loss} at epoch {} step {} (global step {}, lr {lr:.3e}): \
+                 training diverged; weights were not updated. Last good checkpoint: {last}. \
+                 Lower the learning rate (optim.lr / optim.lr_base) or set train.clip_grad \
+                 and resume.",
+                plan.epoch + 1,
+                i + 1,
+                self.state.global_step
+            );
+        }
+        Ok(loss)
+    }
+
+    fn save_checkpoint(&self) -> Result<PathBuf> {
+        let model = self.model().valid();
+        let ema = self.ema.as_ref().map(|e| &e.model);
+        self.checkpointer
+            .save(&model, ema, &self.optim, &self.state)
+    }
+
+    /// Top-1/top-5 and loss of the raw and (when kept) EMA weights on the validation split.
+    pub fn evaluate(&mut self, epoch: usize) -> Result<(TopK, Option<TopK>)> {
+        let bs = self
+            .cfg
+            .data
+            .eval_batch_size
+            .unwrap_or(self.cfg.train.batch_size);
+        let workers = self.cfg.data.workers;
+        let raw_model = self.model().valid();
+        let reporter = self.reporter.as_mut();
         let raw = evaluate(
-            &model.valid(),
-            &splits.val,
-            &preprocess,
-            eval_bs,
-            cfg.data.workers,
-            &device,
+            &raw_model,
+            &self.splits.val,
+            &self.preprocess,
+            bs,
+            workers,
+            &self.device,
+            reporter,
+            (epoch, "raw"),
         )?;
-        let ema_k = match &ema {
+        let ema = match &self.ema {
             Some(e) => Some(evaluate(
                 &e.model,
-                &splits.val,
-                &preprocess,
-                eval_bs,
-                cfg.data.workers,
-                &device,
+                &self.splits.val,
+                &self.preprocess,
+                bs,
+                workers,
+                &self.device,
+                reporter,
+                (epoch, "EMA"),
             )?),
             None => None,
         };
+        Ok((raw, ema))
+    }
+
+    /// Records the finished epoch: its row, best weights, log record, checkpoint, summary, plots.
+    fn end_epoch(
+        &mut self,
+        plan: &EpochPlan,
+        stats: EpochStats,
+        raw: TopK,
+        ema: Option<TopK>,
+    ) -> Result<()> {
         let row = EpochRow {
-            epoch,
-            stage: stage.index,
-            img_size: stage.image_size,
-            train_loss: state.epoch_loss_sum / n_batches as f64,
+            epoch: plan.epoch + 1,
+            stage: plan.stage.index,
+            img_size: plan.stage.image_size,
+            train_loss: self.state.epoch_loss_sum / plan.steps as f64,
             eval_loss: raw.loss(),
             eval_top1: raw.top1_pct(),
             eval_top5: raw.top5_pct(),
-            ema_top1: ema_k.map(|k| k.top1_pct()),
-            ema_top5: ema_k.map(|k| k.top5_pct()),
-            lr,
-            img_per_sec: images_done as f64 / train_secs.max(1e-9),
-            epoch_secs: started.elapsed().as_secs_f64(),
+            ema_top1: ema.map(|k| k.top1_pct()),
+            ema_top5: ema.map(|k| k.top5_pct()),
+            lr: stats.lr,
+            img_per_sec: stats.images as f64 / stats.train_secs.max(1e-9),
+            epoch_secs: stats.started.elapsed().as_secs_f64(),
         };
-        println!(
-            "epoch {:>3} stage {} size {:>3}  train_loss {:.4}  eval_loss {:.4}  top1 {:.2}  top5 {:.2}{}  lr {:.3e}  {:.1} img/s",
-            epoch,
-            stage.index,
-            stage.image_size,
-            row.train_loss,
-            row.eval_loss,
-            row.eval_top1,
-            row.eval_top5,
-            row.ema_top1
-                .map(|t| format!("  ema_top1 {t:.2}"))
-                .unwrap_or_default(),
-            row.lr,
-            row.img_per_sec
-        );
-        let (cand, cand_is_ema) = match row.ema_top1 {
-            Some(e) if e > row.eval_top1 => (e, true),
-            _ => (row.eval_top1, false),
-        };
-        if cand > state.best_top1 {
-            state.best_top1 = cand;
-            state.best_epoch = Some(epoch);
-            state.best_is_ema = cand_is_ema;
-            let best = if cand_is_ema {
-                ema.as_ref()
-                    .map(|e| e.model.clone())
-                    .unwrap_or_else(|| model.valid())
-            } else {
-                model.valid()
-            };
-            save_native_labeled(
-                &run_dir.join("best.bpk"),
-                &best,
-                &model_cfg,
-                &preprocess,
-                &format!(
-                    "effnet train: best {} weights, epoch {epoch}, top-1 {cand:.2}",
-                    if cand_is_ema { "EMA" } else { "raw" }
-                ),
-                Some(&splits.train.classes),
-            )
-            .context("writing best.bpk")?;
-        }
-        state.history.push(row.clone());
-        state.epoch = epoch + 1;
-        state.step_in_epoch = 0;
-        state.epoch_loss_sum = 0.0;
-        output::append_log(
-            run_dir,
-            &json!({"kind": "epoch", "step": state.global_step, "epoch": epoch,
-                    "train_loss": row.train_loss, "eval_loss": row.eval_loss,
-                    "eval_top1": row.eval_top1, "eval_top5": row.eval_top5,
-                    "ema_top1": row.ema_top1,
-                    "lr": row.lr, "img_size": row.img_size, "stage": row.stage}),
+        let raw_model = self.model().valid();
+        let new_best = self.checkpointer.update_best(
+            &mut self.state,
+            &row,
+            &raw_model,
+            self.ema.as_ref().map(|e| &e.model),
         )?;
-        save_ckpt(&model, &ema, &optim, &state)?;
-        output::write_summary(run_dir, &state.history)?;
-        output::write_plots(run_dir, &state.history)?;
+        self.reporter
+            .epoch_finished(&row, self.cfg.train.epochs, new_best);
+        self.state.history.push(row.clone());
+        self.state.epoch = plan.epoch + 1;
+        self.state.step_in_epoch = 0;
+        self.state.epoch_loss_sum = 0.0;
+        let dir = self.folder.path();
+        output::append_log(dir, &output::epoch_record(&row, self.state.global_step))?;
+        self.save_checkpoint()?;
+        output::write_summary(dir, &self.state.history)?;
+        output::write_plots(dir, &self.state.history)
     }
-    Ok(TrainOutcome {
-        run_dir: run_dir.to_path_buf(),
-        history: state.history.clone(),
-        best_top1: state.best_top1,
-        best_is_ema: state.best_is_ema,
-        global_step: state.global_step,
-        interrupted: false,
-    })
 }

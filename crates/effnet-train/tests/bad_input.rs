@@ -64,6 +64,10 @@ fn missing_data_dir_and_empty_class_are_clear_errors() {
         .unwrap_err(),
     );
     assert!(e.contains("nope") && e.contains("does not exist"), "{e}");
+    assert!(
+        !tmp.path().join("run").exists(),
+        "a failed start leaves no run folder"
+    );
 
     let data = tmp.path().join("digits");
     common::make_digits(&data, 16, 3, 1);

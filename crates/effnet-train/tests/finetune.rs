@@ -34,13 +34,27 @@ fn finetuned_lite0_beats_scratch_on_textures() {
         "progressive.size=[64, 64]".into(),
         "data.eval_size=64".into(),
         "data.crop_pct=1.0".into(),
-        "checkpoint.every_steps=0".into(),
         "ema.enabled=false".into(),
     ];
-    let run = |init: &str, name: &str| {
+    // The same recipe without `model.init_weights` (random init), for the scratch baseline.
+    let scratch_recipe = tmp.path().join("scratch.toml");
+    let text = std::fs::read_to_string(&recipe).unwrap();
+    let no_init: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("init_weights"))
+        .collect();
+    std::fs::write(&scratch_recipe, no_init.join("\n")).unwrap();
+    let run = |init: Option<&str>, name: &str| {
         let mut ov = base.to_vec();
-        ov.push(format!("model.init_weights={init:?}"));
-        let cfg = TrainConfig::load(&recipe, &ov).expect("recipe");
+        let file = match init {
+            Some(init) => {
+                ov.push(format!("model.init_weights={init:?}"));
+                &recipe
+            }
+            None => &scratch_recipe,
+        };
+        let cfg = TrainConfig::load(file, &ov).expect("recipe");
+        assert_eq!(cfg.model.init_weights.is_some(), init.is_some());
         let t0 = std::time::Instant::now();
         let out = train(&cfg, &data, &tmp.path().join(name), false).expect(name);
         eprintln!(
@@ -51,8 +65,8 @@ fn finetuned_lite0_beats_scratch_on_textures() {
         );
         out
     };
-    let ft = run(&weights.display().to_string(), "finetune");
-    let scratch = run("", "scratch");
+    let ft = run(Some(&weights.display().to_string()), "finetune");
+    let scratch = run(None, "scratch");
     assert_eq!(ft.global_step, scratch.global_step);
     assert!(ft.best_top1 >= 80.0, "fine-tuned top-1 {:.2}", ft.best_top1);
     assert!(

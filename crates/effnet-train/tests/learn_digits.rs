@@ -8,7 +8,7 @@
 
 mod common;
 
-use effnet_train::{EvalArgs, TrainConfig, train};
+use effnet_train::{TrainConfig, train};
 
 #[test]
 fn tiny_v2_learns_digits_from_scratch() {
@@ -52,25 +52,31 @@ fn tiny_v2_learns_digits_from_scratch() {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     // `effnet eval` on best.bpk reproduces the best top-1 recorded during training.
-    let res = EvalArgs {
-        weights: run.join("best.bpk"),
-        data: data.clone(),
-        batch_size: 64,
-        device: "cpu".into(),
-        img_size: None,
-        crop_pct: None,
-        interpolation: None,
-        workers: 2,
-        results_file: None,
-    }
-    .evaluate()
+    // best.bpk carries the class names; evaluating it reproduces the training metric.
+    let best = effnet_model::load_native(
+        &run.join("best.bpk"),
+        &effnet_model::parse_device("cpu").unwrap(),
+    )
+    .expect("best.bpk");
+    let names = best.labels.clone().expect("class names in best.bpk");
+    assert_eq!(names, (0..10).map(|d| d.to_string()).collect::<Vec<_>>());
+    let val = effnet_data::ImageFolder::scan_with_classes(&data.join("val"), &names).unwrap();
+    let k = effnet_train::evaluate(
+        &best.model,
+        &val,
+        &best.preprocess,
+        64,
+        2,
+        &effnet_model::parse_device("cpu").unwrap(),
+        &mut effnet_train::Silent,
+        (0, "eval"),
+    )
     .expect("eval");
+    let res_top1 = k.top1_pct();
     assert!(
-        (res.top1 - out.best_top1).abs() < 0.01,
-        "eval {} vs training best {}",
-        res.top1,
+        (res_top1 - out.best_top1).abs() < 0.01,
+        "eval {res_top1} vs training best {}",
         out.best_top1
     );
-    assert_eq!(res.img_size, 32);
-    assert!((res.top1 + res.top1_err - 100.0).abs() < 1e-6);
+    assert_eq!(best.preprocess.crop, 32);
 }

@@ -39,6 +39,7 @@ fn adamw_decays_weights_but_not_bn_or_bias() {
         eps: 1e-8,
         betas: [0.9, 0.999],
         nesterov: true,
+        lr: None,
     })
     .unwrap();
     // A zero loss: every parameter gets a zero gradient, so only weight decay moves anything.

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Rgb, RgbImage, imageops};
 
-/// `tests/data` of this crate.
+/// `crates/effnet-train/tests/data` (this module is shared with effnet-cli's tests).
 pub fn data_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../effnet-train/tests/data")
 }
 
 /// The tiny EfficientNetV2 model description.

@@ -1,14 +1,14 @@
-//! A real SIGINT (Ctrl-C) stops training after the current step with a checkpoint that resumes.
-//! Its own test binary: the handler and its flag are process-wide.
+//! A stop request from another thread (what the CLI's signal handler does) stops training after
+//! the current step with a checkpoint that resumes.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use effnet_train::{TrainConfig, checkpoint, train, trainer};
+use effnet_train::{Silent, StopHandle, TrainConfig, Trainer, checkpoint};
 
 #[test]
-fn sigint_checkpoints_and_stops() {
+fn stop_request_checkpoints_and_stops() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("digits");
     common::make_digits(&data, 32, 20, 2);
@@ -18,9 +18,11 @@ fn sigint_checkpoints_and_stops() {
         &common::tiny_overrides(&["train.epochs=50", "train.batch_size=8"]),
     )
     .unwrap();
-    trainer::install_ctrlc();
-    let (d, r) = (data.clone(), run.clone());
-    let worker = std::thread::spawn(move || train(&cfg, &d, &r, false));
+    let stop = StopHandle::new();
+    let (d, r, s) = (data.clone(), run.clone(), stop.clone());
+    let worker = std::thread::spawn(move || {
+        Trainer::new(&cfg, &d, &r, Box::new(Silent)).and_then(|mut t| t.run(&s))
+    });
     let log = run.join("log.jsonl");
     let t0 = Instant::now();
     while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
@@ -28,13 +30,9 @@ fn sigint_checkpoints_and_stops() {
             t0.elapsed() < Duration::from_secs(120),
             "training never started"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let status = std::process::Command::new("kill")
-        .args(["-INT", &std::process::id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    stop.request_stop();
     let out = worker.join().unwrap().expect("training returns cleanly");
     assert!(out.interrupted);
     assert!(out.global_step >= 3 && out.global_step < 50 * 25);
