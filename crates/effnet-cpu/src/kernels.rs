@@ -182,13 +182,13 @@ multiversion! {
                             let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else { continue };
                             let x = &input[(iy * g.w + ix) * c + c0..][..DW_BLOCK];
                             let wt = &weight[(ky * g.k + kx) * c + c0..][..DW_BLOCK];
-                            for i in 0..DW_BLOCK {
-                                acc[i] = fmadd::<FMA>(x[i], wt[i], acc[i]);
+                            for ((a, x), w) in acc.iter_mut().zip(x).zip(wt) {
+                                *a = fmadd::<FMA>(*x, *w, *a);
                             }
                         }
                     }
-                    for i in 0..DW_BLOCK {
-                        acc[i] = act_one::<FMA>(acc[i], act);
+                    for a in acc.iter_mut() {
+                        *a = act_one::<FMA>(*a, act);
                     }
                     opix[c0..c0 + DW_BLOCK].copy_from_slice(&acc);
                     c0 += DW_BLOCK;
