@@ -327,3 +327,37 @@ fn train_then_eval_then_infer_through_the_binary() {
         assert!(s.contains(name), "{s}");
     }
 }
+
+#[test]
+fn native_and_burn_engines_print_the_same_classes() {
+    let photo = "tests/data/photos/coffee.png";
+    let json = |engine: &str| {
+        let out = effnet(&["infer", photo, "--format", "json", "--engine", engine]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let (native, burn) = (json("native"), json("burn"));
+    for i in 0..5 {
+        let (k, p) = (format!("index_{i}"), format!("prob_{i}"));
+        assert_eq!(native[0][&k], burn[0][&k], "{native} vs {burn}");
+        let (a, b) = (
+            native[0][&p].as_f64().unwrap(),
+            burn[0][&p].as_f64().unwrap(),
+        );
+        assert!((a - b).abs() < 1e-4, "{native} vs {burn}");
+    }
+    let out = effnet(&[
+        "bench",
+        "--model",
+        "efficientnet_lite0",
+        "--size",
+        "64",
+        "--iters",
+        "1",
+        "--engine",
+        "native",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"engine\":\"native\""));
+}
