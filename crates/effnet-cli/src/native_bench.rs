@@ -64,7 +64,7 @@ pub fn print_profile(split: &[f64; 7]) {
 
 /// Waits for `t` (burn may queue work) and adds the time since `t0` to `kind`.
 fn lap<const D: usize>(split: &mut [f64; 7], kind: LayerKind, t0: Instant, t: &Tensor<D>) {
-    let _ = t.clone().flatten::<1>(0, D - 1).slice([0..1]).into_data();
+    let _ = t.clone().flatten::<1>(0, D - 1).narrow(0, 0, 1).into_data();
     split[kind as usize] += t0.elapsed().as_secs_f64();
 }
 

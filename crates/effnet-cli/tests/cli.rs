@@ -541,3 +541,36 @@ fn hf_hub_weights_import_and_infer_through_the_standard_cache() {
         "hf-hub:timm/nothing-here: no weights in the repository",
     );
 }
+
+#[test]
+fn native_and_burn_engines_print_the_same_classes() {
+    let photo = "tests/data/photos/coffee.png";
+    let json = |engine: &str| {
+        let out = effnet(&["infer", photo, "--format", "json", "--engine", engine]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let (native, burn) = (json("native"), json("burn"));
+    // `--format json`: one object keyed by file name, with index/label/prob lists.
+    let (n, b) = (&native[photo], &burn[photo]);
+    assert_eq!(n["index"].as_array().map(Vec::len), Some(5), "{native}");
+    assert_eq!(n["index"], b["index"], "{native} vs {burn}");
+    for i in 0..5 {
+        let (a, c) = (n["prob"][i].as_f64().unwrap(), b["prob"][i].as_f64().unwrap());
+        assert!((a - c).abs() < 1e-4, "{native} vs {burn}");
+    }
+    let out = effnet(&[
+        "bench",
+        "--model",
+        "efficientnet_lite0",
+        "--size",
+        "64",
+        "--iters",
+        "1",
+        "--engine",
+        "native",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("\"engine\":\"native\""));
+}

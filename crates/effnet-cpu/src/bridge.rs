@@ -45,7 +45,10 @@ fn pad_of(c: &Conv2d) -> Pad {
 }
 
 /// Weights, bias and stride of a conv, rejecting what the kernels do not do.
-fn parts(c: &Conv2d) -> Result<(Vec<f32>, [usize; 4], Option<Vec<f32>>, usize), CpuError> {
+/// A conv's weights, their burn shape, its bias and its stride.
+type ConvParts = (Vec<f32>, [usize; 4], Option<Vec<f32>>, usize);
+
+fn parts(c: &Conv2d) -> Result<ConvParts, CpuError> {
     if c.dilation != [1, 1] || c.stride[0] != c.stride[1] {
         return Err(CpuError::Unsupported(format!(
             "conv with dilation {:?} and stride {:?}",

@@ -26,6 +26,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// r in [-ln2/2, ln2/2], degree-6 Taylor polynomial, exponent by bit arithmetic. Branch-free,
 /// so loops over it vectorise.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // max/min: vectorises, NaN-tolerant
 pub(crate) fn exp_fast<const FMA: bool>(x: f32) -> f32 {
     let x = x.max(-87.0).min(88.0);
     let shifted = x * LOG2E + ROUND_MAGIC;
@@ -54,6 +55,7 @@ pub(crate) fn sigmoid_fast<const FMA: bool>(x: f32) -> f32 {
 
 /// Applies `act` to one value.
 #[inline(always)]
+#[allow(clippy::manual_clamp)] // max/min: vectorises, NaN-tolerant
 pub(crate) fn act_one<const FMA: bool>(x: f32, act: Act) -> f32 {
     match act {
         Act::None => x,
@@ -182,13 +184,13 @@ multiversion! {
                             let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else { continue };
                             let x = &input[(iy * g.w + ix) * c + c0..][..DW_BLOCK];
                             let wt = &weight[(ky * g.k + kx) * c + c0..][..DW_BLOCK];
-                            for i in 0..DW_BLOCK {
-                                acc[i] = fmadd::<FMA>(x[i], wt[i], acc[i]);
+                            for ((a, x), w) in acc.iter_mut().zip(x).zip(wt) {
+                                *a = fmadd::<FMA>(*x, *w, *a);
                             }
                         }
                     }
-                    for i in 0..DW_BLOCK {
-                        acc[i] = act_one::<FMA>(acc[i], act);
+                    for a in acc.iter_mut() {
+                        *a = act_one::<FMA>(*a, act);
                     }
                     opix[c0..c0 + DW_BLOCK].copy_from_slice(&acc);
                     c0 += DW_BLOCK;
@@ -455,9 +457,9 @@ mod tests {
                     .map(|(a, b)| (a - b).abs())
                     .fold(0.0, f32::max);
                 assert!(d < 1e-4, "k{k} s{stride} c{c} {pad:?} {}: {d}", isa.name());
-                for ch in 0..c {
+                for (ch, got) in sums.iter().enumerate() {
                     let s: f32 = want.iter().skip(ch).step_by(c).sum();
-                    assert!((sums[ch] - s).abs() < 1e-3 * s.abs().max(1.0));
+                    assert!((got - s).abs() < 1e-3 * s.abs().max(1.0));
                 }
             }
         }

@@ -301,18 +301,18 @@ impl Plan {
                 }
                 c = conv.cout;
             }
-            if let Some(dw) = &b.dw {
-                if dw.c != c {
-                    return mismatch(format!(
-                        "block {i} depthwise has {} channels, gets {c}",
-                        dw.c
-                    ));
-                }
+            if let Some(dw) = &b.dw
+                && dw.c != c
+            {
+                return mismatch(format!(
+                    "block {i} depthwise has {} channels, gets {c}",
+                    dw.c
+                ));
             }
-            if let Some(se) = &b.se {
-                if se.channels() != c || b.project.is_none() || b.dw.is_none() {
-                    return mismatch(format!("block {i} SE over {} channels", se.channels()));
-                }
+            if let Some(se) = &b.se
+                && (se.channels() != c || b.project.is_none() || b.dw.is_none())
+            {
+                return mismatch(format!("block {i} SE over {} channels", se.channels()));
             }
             if let Some(p) = &b.project {
                 if p.cin != c || !p.is_pointwise() {
