@@ -3,17 +3,19 @@
 //! mapped to the class names stored with the weights; an unknown folder is an error unless
 //! `--positional-labels` asks for sorted-position labels.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
-use effnet::{Device, EfficientNetConfig, Interpolation, Preprocess};
+use effnet::Classifier;
 use effnet_data::ImageFolder;
 use effnet_data::dataset::class_dirs;
-use effnet_model::{EfficientNet, import_pytorch, load_native, weights::default_preprocess};
-use effnet_train::Silent;
+use effnet_train::{Evaluation, Silent};
 use serde::Serialize;
+
+use crate::args::{ModelArgs, PreprocessArgs};
+use crate::infer::{EngineArg, choose_engine};
 
 /// Format of `--results-file` (timm's `--results-format`).
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -28,30 +30,25 @@ pub enum ResultsFormat {
 /// `validate.py`.
 #[derive(Args, Debug, Clone)]
 pub struct EvalArgs {
-    /// Weights: effnet .bpk (e.g. a run's best.bpk), or PyTorch .pth/.safetensors with --model.
-    #[arg(long, alias = "checkpoint")]
-    pub weights: PathBuf,
-    /// Architecture preset or model TOML; needed with PyTorch weights, checked against .bpk ones.
-    #[arg(short = 'm', long)]
-    pub model: Option<String>,
+    /// Weights (`--weights`/`--checkpoint`: .bpk such as a run's best.bpk, .pth/.safetensors
+    /// with -m, hf-hub:, bundled) and architecture (`-m/--model`).
+    #[command(flatten)]
+    pub model: ModelArgs,
     /// Image folder (`<class>/<images>`), or a dataset root with a `val/` split.
     #[arg(long, alias = "data-dir")]
     pub data: PathBuf,
     /// Batch size.
-    #[arg(short = 'b', long, default_value_t = 32)]
+    #[arg(short = 'b', long, visible_alias = "batch", default_value_t = 32)]
     pub batch_size: usize,
     /// Device (cpu, wgpu, cuda:0).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Evaluation resolution (default: the weights' preprocessing).
-    #[arg(long)]
-    pub img_size: Option<usize>,
-    /// Center-crop fraction (default: the weights' preprocessing).
-    #[arg(long)]
-    pub crop_pct: Option<f64>,
-    /// Resize filter (nearest, bilinear, bicubic; default: the weights' preprocessing).
-    #[arg(long)]
-    pub interpolation: Option<Interpolation>,
+    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
+    /// Overrides of the weights' preprocessing (same flags as `infer`).
+    #[command(flatten)]
+    pub preprocess: PreprocessArgs,
     /// Loader threads.
     #[arg(short = 'j', long, default_value_t = 2)]
     pub workers: usize,
@@ -88,13 +85,17 @@ pub struct EvalResult {
     pub crop_pct: f64,
     /// Resize filter.
     pub interpolation: String,
+    /// Images evaluated.
+    pub images: usize,
+    /// Files in the folder that could not be read (skipped, not counted as errors).
+    pub unreadable_files: usize,
 }
 
 impl EvalResult {
     fn csv(&self) -> String {
         format!(
-            "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation\n\
-             {},{},{},{},{},{},{},{},{}\n",
+            "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation,\
+             images,unreadable_files\n{},{},{},{},{},{},{},{},{},{},{}\n",
             self.model,
             self.top1,
             self.top1_err,
@@ -103,82 +104,46 @@ impl EvalResult {
             self.param_count,
             self.img_size,
             self.crop_pct,
-            self.interpolation
+            self.interpolation,
+            self.images,
+            self.unreadable_files
         )
     }
 }
 
-/// Weights with what eval needs to know about them.
+/// Weights ready to evaluate.
 struct Loaded {
-    model: EfficientNet,
-    config: EfficientNetConfig,
-    preprocess: Preprocess,
-    /// Class names stored with the weights (None for PyTorch files and unlabelled .bpk).
+    classifier: Classifier,
+    /// Class names stored with the weights, to map folder names to.
     labels: Option<Vec<String>>,
+    /// Trainable parameters of the unfolded model.
+    params: usize,
 }
 
-fn load(weights: &Path, model: Option<&str>, device: &Device) -> Result<Loaded> {
-    let ext = weights
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    if ext == "bpk" || ext.is_empty() {
-        let pre = load_native(weights, device)?;
-        if let Some(m) = model {
-            let want = EfficientNetConfig::from_name_or_file(m)?;
-            if want.name != pre.config.name {
-                bail!(
-                    "{}: weights are for model '{}', not '{}'",
-                    weights.display(),
-                    pre.config.name,
-                    want.name
-                );
-            }
-        }
-        let labels = pre.labels.filter(|l| l.len() == pre.config.num_classes);
-        return Ok(Loaded {
-            model: pre.model,
-            config: pre.config,
-            preprocess: pre.preprocess,
-            labels,
-        });
-    }
-    let Some(m) = model else {
-        bail!(
-            "{}: PyTorch weights need --model <preset or TOML> to know the architecture",
-            weights.display()
-        );
-    };
-    let cfg = EfficientNetConfig::from_name_or_file(m)?;
-    let imported = import_pytorch(weights, &cfg, device)?;
-    let labels = (imported.config.num_classes == 1000).then(effnet::imagenet_labels);
+/// The weights as a classifier, and the class names stored with them (None for PyTorch files
+/// and unlabelled .bpk files; ImageNet's for 1000-class PyTorch weights, as timm assumes).
+fn load(a: &EvalArgs) -> Result<Loaded> {
+    let device = effnet::parse_device(&a.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
+    let spec = a.model.weights_spec();
+    let pre = effnet::load_pretrained(&spec.parse()?, a.model.model.as_deref(), &device)
+        .with_context(|| format!("loading {spec}"))?;
+    let classes = pre.config.num_classes;
+    let imported = pre.source.starts_with("imported");
+    let labels = (pre.labels.clone())
+        .filter(|l| l.len() == classes)
+        .or_else(|| (imported && classes == 1000).then(effnet::imagenet_labels));
+    // Counted before BatchNorm is folded away, as timm counts them.
+    let params = pre.model.num_trainable_params();
+    let c = choose_engine(Classifier::from_pretrained(pre, &device), a.engine)?;
+    let p = a.preprocess.apply(c.preprocess().clone())?;
     Ok(Loaded {
-        preprocess: default_preprocess(&imported.config),
-        model: imported.model,
-        config: imported.config,
+        classifier: c.with_preprocess(p),
         labels,
+        params,
     })
 }
 
 impl EvalArgs {
-    fn preprocess(&self, mut p: Preprocess) -> Result<Preprocess> {
-        let crop_pct = self.crop_pct.unwrap_or_else(|| p.crop_pct());
-        if !(crop_pct > 0.0 && crop_pct <= 1.0) {
-            bail!("--crop-pct {crop_pct} must be in (0, 1]");
-        }
-        if let Some(s) = self.img_size {
-            if !(8..=4096).contains(&s) {
-                bail!("--img-size {s} must be in [8, 4096]");
-            }
-            p.crop = s;
-        }
-        p = p.with_crop_pct(crop_pct);
-        if let Some(i) = self.interpolation {
-            p.interpolation = i;
-        }
-        Ok(p)
-    }
-
     /// The evaluation folder, labelled by the weights' class names (or by position).
     fn dataset(&self, labels: Option<&[String]>, num_classes: usize) -> Result<ImageFolder> {
         let root = if self.data.join("val").is_dir() {
@@ -193,7 +158,7 @@ impl EvalArgs {
                 bail!(
                     "{}: the weights carry no class names to match the folder names against; \
                      pass --positional-labels to label folders by sorted position",
-                    self.weights.display()
+                    self.model.weights_spec()
                 );
             };
             let folders = class_dirs(&root)?;
@@ -224,33 +189,44 @@ impl EvalArgs {
         if self.batch_size == 0 || self.workers == 0 {
             bail!("--batch-size and --workers must be >= 1");
         }
-        let device =
-            effnet::parse_device(&self.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
-        let w = load(&self.weights, self.model.as_deref(), &device)
-            .with_context(|| format!("loading {}", self.weights.display()))?;
-        let p = self.preprocess(w.preprocess.clone())?;
-        let ds = self.dataset(w.labels.as_deref(), w.config.num_classes)?;
-        let k = effnet_train::evaluate(
-            &w.model,
-            &ds,
-            &p,
+        let Loaded {
+            classifier: c,
+            labels,
+            params,
+        } = load(self)?;
+        let (cfg, p) = (c.config(), c.preprocess());
+        effnet_model::check_fits(
+            cfg,
             self.batch_size,
-            self.workers,
-            &device,
-            &mut Silent,
-            (0, "eval"),
+            p.crop,
+            effnet_model::Workload::Inference,
         )?;
+        let ds = self.dataset(labels.as_deref(), cfg.num_classes)?;
+        for w in ds.unreadable_warnings() {
+            eprintln!("{w}");
+        }
+        let eval = Evaluation {
+            ds: &ds,
+            pre: p,
+            batch_size: self.batch_size,
+            workers: self.workers,
+            classes: cfg.num_classes,
+        };
+        let logits = &mut |x: Vec<f32>, b: usize, s: usize| Ok(c.logits_values(x, b, s)?);
+        let k = effnet_train::evaluate_with(&eval, logits, &mut Silent, (0, "eval"))?;
         let r = |x: f64| (x * 1000.0).round() / 1000.0;
         Ok(EvalResult {
-            model: w.config.name.clone(),
+            model: cfg.name.clone(),
             top1: r(k.top1_pct()),
             top1_err: r(100.0 - k.top1_pct()),
             top5: r(k.top5_pct()),
             top5_err: r(100.0 - k.top5_pct()),
-            param_count: (w.model.num_trainable_params() as f64 / 1e4).round() / 100.0,
+            param_count: (params as f64 / 1e4).round() / 100.0,
             img_size: p.crop,
             crop_pct: r(p.crop_pct()),
             interpolation: p.interpolation.to_string(),
+            images: ds.len(),
+            unreadable_files: ds.unreadable_count(),
         })
     }
 }

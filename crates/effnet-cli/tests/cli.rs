@@ -556,7 +556,10 @@ fn native_and_burn_engines_print_the_same_classes() {
     assert_eq!(n["index"].as_array().map(Vec::len), Some(5), "{native}");
     assert_eq!(n["index"], b["index"], "{native} vs {burn}");
     for i in 0..5 {
-        let (a, c) = (n["prob"][i].as_f64().unwrap(), b["prob"][i].as_f64().unwrap());
+        let (a, c) = (
+            n["prob"][i].as_f64().unwrap(),
+            b["prob"][i].as_f64().unwrap(),
+        );
         assert!((a - c).abs() < 1e-4, "{native} vs {burn}");
     }
     let out = effnet(&[

@@ -508,7 +508,9 @@ impl TrainConfig {
     fn check_memory(&self) -> Result<()> {
         let (d, p, t) = (&self.data, &self.progressive, &self.train);
         let batch = (p.batch_sizes.iter())
-            .fold(t.batch_size.max(d.eval_batch_size.unwrap_or(0)), |a, b| a.max(*b));
+            .fold(t.batch_size.max(d.eval_batch_size.unwrap_or(0)), |a, b| {
+                a.max(*b)
+            });
         let size = p.size[1].max(d.eval_size.unwrap_or(0));
         let classes = self.model.num_classes.unwrap_or(0);
         effnet_model::check_training_input(&self.model.arch, classes, batch, size)
@@ -597,7 +599,8 @@ impl DataSection {
         if d.workers == 0 {
             bail!("data.workers must be >= 1");
         }
-        if d.randaugment == RandAugmentSpec::Automl && d.randaugment_layers > RandAugment::MAX_LAYERS
+        if d.randaugment == RandAugmentSpec::Automl
+            && d.randaugment_layers > RandAugment::MAX_LAYERS
         {
             bail!(
                 "data.randaugment_layers = {} is above {}",

@@ -28,4 +28,4 @@ pub use config::TrainConfig;
 pub use report::{Reporter, Silent};
 pub use schedule::{ProgressiveSchedule, Stage};
 pub use stop::StopHandle;
-pub use trainer::{TrainOutcome, Trainer, evaluate, train, train_step};
+pub use trainer::{Evaluation, TrainOutcome, Trainer, evaluate, evaluate_with, train, train_step};

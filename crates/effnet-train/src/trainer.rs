@@ -110,12 +110,52 @@ pub fn evaluate(
     workers: usize,
     device: &Device,
     reporter: &mut dyn Reporter,
+    tag: (usize, &str),
+) -> Result<TopK> {
+    let logits = &mut |images: Vec<f32>, b: usize, size: usize| -> Result<Vec<f32>> {
+        let x = images_tensor(images, b, size, device);
+        (model.forward_inference(x).into_data())
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))
+    };
+    let eval = Evaluation {
+        ds,
+        pre,
+        batch_size,
+        workers,
+        classes: model.num_classes(),
+    };
+    evaluate_with(&eval, logits, reporter, tag)
+}
+
+/// What one evaluation pass reads: a labelled folder, its preprocessing and loader settings.
+pub struct Evaluation<'a> {
+    /// The labelled images.
+    pub ds: &'a ImageFolder,
+    /// Eval preprocessing (resize, crop, normalise).
+    pub pre: &'a Preprocess,
+    /// Images per forward.
+    pub batch_size: usize,
+    /// Loader threads.
+    pub workers: usize,
+    /// Number of model outputs (labels must be below it).
+    pub classes: usize,
+}
+
+/// [`evaluate`] with any forward: `logits(images [B,3,S,S], B, S)` returns `[B * classes]`
+/// values, so an inference engine other than burn (e.g. effnet's CPU executor) can be measured
+/// with the same loader and metrics.
+pub fn evaluate_with(
+    eval: &Evaluation,
+    logits: &mut dyn FnMut(Vec<f32>, usize, usize) -> Result<Vec<f32>>,
+    reporter: &mut dyn Reporter,
     (epoch, which): (usize, &str),
 ) -> Result<TopK> {
-    let classes = model.num_classes();
+    let classes = eval.classes;
     let mut k = TopK::default();
-    let total = ds.len().div_ceil(batch_size.max(1));
-    for (i, batch) in eval_batches(ds, pre, batch_size, workers).enumerate() {
+    let total = eval.ds.len().div_ceil(eval.batch_size.max(1));
+    let batches = eval_batches(eval.ds, eval.pre, eval.batch_size, eval.workers);
+    for (i, batch) in batches.enumerate() {
         report_skipped(reporter, &batch);
         let progress = EvalProgress {
             epoch,
@@ -130,13 +170,8 @@ pub fn evaluate(
         if let Some(bad) = batch.labels.iter().find(|&&l| l >= classes) {
             bail!("label {bad} but the model has only {classes} classes");
         }
-        let x = images_tensor(batch.images, b, batch.size, device);
-        let logits: Vec<f32> = model
-            .forward_inference(x)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
-        k.add(&logits, &batch.labels, classes);
+        let values = logits(batch.images, b, batch.size)?;
+        k.add(&values, &batch.labels, classes);
         reporter.eval_progress(&progress);
     }
     Ok(k)
@@ -289,6 +324,7 @@ impl Trainer {
         output::write_summary(run_dir, &[])?;
         let mut t = Self::assemble(cfg, setup, folder, model, ema, state, reporter);
         t.write_run_files()?;
+        t.log_data_scan()?;
         t.report_start(None);
         Ok(t)
     }
@@ -343,6 +379,7 @@ impl Trainer {
         let model = l.model.train();
         let mut t = Self::assemble(cfg, setup, folder, model, ema, l.state, reporter);
         t.write_run_files()?;
+        t.log_data_scan()?;
         t.report_start(Some(at));
         Ok(t)
     }
@@ -405,6 +442,23 @@ impl Trainer {
             resumed_at,
         };
         self.reporter.run_started(&info);
+        // Unreadable files were set aside by the scan: one warning each, once per run start.
+        for split in [&self.splits.train, &self.splits.val] {
+            for (path, why) in &split.unreadable {
+                (self.reporter).warning(&format!("skipped {}: {why}", path.display()));
+            }
+        }
+    }
+
+    /// The `log.jsonl` record of what the scan found (images and unreadable files per split).
+    fn log_data_scan(&self) -> Result<()> {
+        let (t, v) = (&self.splits.train, &self.splits.val);
+        output::append_log(
+            self.folder.path(),
+            &json!({"kind": "data", "train_images": t.len(), "val_images": v.len(),
+                    "train_unreadable": t.unreadable_count(),
+                    "val_unreadable": v.unreadable_count()}),
+        )
     }
 
     fn model(&self) -> &EfficientNet {

@@ -395,7 +395,7 @@ fn fuzz_train_toml() {
             cfg.train.epochs,
             cfg.train.batch_size,
         );
-        let tf = effnet_train::data::train_transform(&cfg).map_err(|e| e.to_string())?;
+        let tf = effnet_train::data::train_transform(&cfg);
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
         for stage in sched.stages.iter().take(3) {
             let tf = tf.at_stage(16, Some(stage.randaugment));

@@ -25,7 +25,12 @@ fn stop_request_checkpoints_and_stops() {
     });
     let log = run.join("log.jsonl");
     let t0 = Instant::now();
-    while std::fs::read_to_string(&log).map_or(0, |s| s.lines().count()) < 3 {
+    let steps = |s: String| {
+        s.lines()
+            .filter(|l| l.contains("\"kind\":\"step\""))
+            .count()
+    };
+    while std::fs::read_to_string(&log).map_or(0, steps) < 3 {
         assert!(
             t0.elapsed() < Duration::from_secs(120),
             "training never started"

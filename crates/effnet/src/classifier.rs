@@ -238,6 +238,31 @@ impl Classifier {
         }
     }
 
+    /// Logits `[B * classes]` of an already preprocessed `[B, 3, size, size]` batch (as an eval
+    /// loader produces it), on the classifier's engine.
+    pub fn logits_values(
+        &self,
+        values: Vec<f32>,
+        batch: usize,
+        size: usize,
+    ) -> Result<Vec<f32>, ModelError> {
+        let read_err = |e: String| ModelError::Config(format!("computing logits: {e}"));
+        match &self.native {
+            Some(exec) => exec
+                .forward(&values, batch, size, size, effnet_cpu::Layout::Nchw)
+                .map_err(|e| read_err(e.to_string())),
+            None => {
+                let x = Tensor::from_data(
+                    TensorData::new(values, [batch, 3, size, size]),
+                    &self.device,
+                );
+                (self.model.forward_inference(x).into_data())
+                    .try_to_vec::<f32>()
+                    .map_err(|e| read_err(format!("{e:?}")))
+            }
+        }
+    }
+
     fn native_logits(&self, exec: &effnet_cpu::Executor, images: &[RgbImage]) -> Tensor<2> {
         let (b, c) = (images.len(), self.preprocess.crop);
         let classes = exec.num_classes();
