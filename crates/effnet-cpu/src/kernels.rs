@@ -129,18 +129,23 @@ multiversion! {
 /// Geometry of one depthwise (or im2col) convolution on an NHWC image.
 #[derive(Clone, Copy, Debug)]
 pub struct ConvGeom {
-    /// Input height, width, channels.
+    /// Input height.
     pub h: usize,
+    /// Input width.
     pub w: usize,
+    /// Channels (input = output for depthwise).
     pub c: usize,
-    /// Output height and width.
+    /// Output height.
     pub oh: usize,
+    /// Output width.
     pub ow: usize,
-    /// Square kernel size and stride.
+    /// Square kernel size.
     pub k: usize,
+    /// Stride (both axes).
     pub stride: usize,
-    /// Padding before the first row and column.
+    /// Padding before the first row.
     pub pad_top: usize,
+    /// Padding before the first column.
     pub pad_left: usize,
 }
 
