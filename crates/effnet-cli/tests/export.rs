@@ -98,7 +98,7 @@ fn export_errors_are_one_line() {
             "-o",
             o,
         ]),
-        "--model",
+        "need an architecture",
     );
     assert_clean_error(
         &effnet(&["export", "--precision", "f16", "-o", o]),
