@@ -49,9 +49,22 @@ impl PreprocessArgs {
         })
     }
 
-    /// Applies the overrides to `base`, rejecting impossible values.
+    /// Applies the overrides to `base`, rejecting impossible values with the flag named (the
+    /// library checks the same bounds again, for embedders).
     pub fn apply(&self, base: effnet::Preprocess) -> anyhow::Result<effnet::Preprocess> {
-        Ok(self.overrides()?.apply(base)?)
+        let o = self.overrides()?;
+        let max = effnet_data::MAX_INPUT_SIDE;
+        if let Some(size) = o.size.filter(|s| !(1..=max).contains(s)) {
+            bail!("--img-size {size} is outside 1..={max}");
+        }
+        if let Some(v) = o.mean.iter().flatten().find(|v| !v.is_finite()) {
+            bail!("--mean {v}: every mean must be a finite number");
+        }
+        if let Some(v) = (o.std.iter().flatten()).find(|v| !(v.is_finite() && **v > 0.0)) {
+            bail!("--std {v}: every std must be a finite positive number");
+        }
+        o.apply(base)
+            .map_err(|e| anyhow::anyhow!("{e} (check --img-size and --crop-pct)"))
     }
 }
 

@@ -149,7 +149,7 @@ fn absurd_sizes_and_model_dimensions_are_errors_not_aborts() {
         &[],
         limit,
     );
-    assert_clean_error(&out, "--size 100000");
+    assert_clean_error(&out, "-size 100000");
     let out = effnet_within(
         &["bench", "--size", "100000", "--model", "efficientnet_b0"],
         &[],

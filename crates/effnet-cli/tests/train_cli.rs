@@ -202,7 +202,8 @@ fn train_in_a_pipe_logs_resumes_and_eval_maps_class_names() {
     let mut lines = res.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation"
+        "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation,images,\
+         unreadable_files"
     );
     let top1: f64 = lines
         .next()

@@ -514,7 +514,12 @@ impl TrainConfig {
         let size = p.size[1].max(d.eval_size.unwrap_or(0));
         let classes = self.model.num_classes.unwrap_or(0);
         effnet_model::check_training_input(&self.model.arch, classes, batch, size)
-            .map_err(|e| anyhow::anyhow!("progressive.size / data.eval_size / model: {e}"))
+            .map_err(|e| anyhow::anyhow!("progressive.size / data.eval_size / model: {e}"))?;
+        // The eval resize this crop fraction implies must stay bounded too.
+        let mut pre = effnet_data::Preprocess::imagenet(size, d.crop_pct, d.interpolation);
+        (pre.mean, pre.std) = (d.mean, d.std);
+        pre.validate()
+            .map_err(|e| anyhow::anyhow!("data.crop_pct / data.mean / data.std: {e}"))
     }
 }
 
