@@ -1,44 +1,11 @@
 //! The `effnet` binary as a user runs it: real predictions, output formats, and one-line errors
 //! with a non-zero exit for every kind of bad input.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run effnet")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-/// stderr is short, each line an `error:` line, and nothing looks like a panic or backtrace.
-fn assert_clean_error(out: &Output, needle: &str) {
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "must fail: {err}");
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}: {err}"
-    );
-    assert!(
-        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
-        "{err}"
-    );
-    for line in err.lines() {
-        assert!(
-            line.starts_with("error: "),
-            "unexpected stderr line: {line}"
-        );
-    }
-}
+mod support;
+use support::{assert_clean_error, effnet, root, text};
 
 #[test]
 fn infer_prints_reference_top5_for_a_photo() {
@@ -242,7 +209,7 @@ fn imported_weights_run_with_their_stored_preprocessing() {
 /// A tiny real-image dataset (three texture classes, crops of the bundled Lite0 test photos would
 /// be too alike): textures from crates/effnet-train/tests/data, 48×48 crops.
 fn make_textures(root: &Path) {
-    let src = root_dir().join("crates/effnet-train/tests/data");
+    let src = support::root().join("crates/effnet-train/tests/data");
     for (ci, name) in ["brick", "grass", "gravel"].iter().enumerate() {
         let img = image::open(src.join(format!("{name}.png")))
             .unwrap()
@@ -261,10 +228,6 @@ fn make_textures(root: &Path) {
             }
         }
     }
-}
-
-fn root_dir() -> PathBuf {
-    root()
 }
 
 #[test]

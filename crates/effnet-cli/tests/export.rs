@@ -1,40 +1,8 @@
 //! `effnet export` as a user runs it: ONNX and f16 .bpk files out, the f16 file classifying the
 //! photos through `effnet infer --weights`, and one-line errors for bad arguments.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run effnet")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn assert_clean_error(out: &Output, needle: &str) {
-    let err = text(&out.stderr);
-    assert!(!out.status.success(), "must fail: {err}");
-    assert!(
-        err.contains(needle),
-        "stderr should mention {needle:?}: {err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
-    for line in err.lines() {
-        assert!(
-            line.starts_with("error: "),
-            "unexpected stderr line: {line}"
-        );
-    }
-}
+mod support;
+use support::{assert_clean_error, effnet, root, text};
 
 #[test]
 fn export_onnx_writes_a_protobuf_model_with_metadata() {

@@ -5,25 +5,12 @@
 #[path = "../../effnet-train/tests/common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn effnet(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_effnet"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .expect("run effnet")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+mod support;
+use support::{effnet, root, text};
 
 fn ok(out: &Output) -> String {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
