@@ -323,9 +323,7 @@ impl Trainer {
         };
         output::write_summary(run_dir, &[])?;
         let mut t = Self::assemble(cfg, setup, folder, model, ema, state, reporter);
-        t.write_run_files()?;
-        t.log_data_scan()?;
-        t.report_start(None);
+        t.start(None)?;
         Ok(t)
     }
 
@@ -378,9 +376,7 @@ impl Trainer {
         // `train()` moves the parameters onto the autodiff device as tracked leaves.
         let model = l.model.train();
         let mut t = Self::assemble(cfg, setup, folder, model, ema, l.state, reporter);
-        t.write_run_files()?;
-        t.log_data_scan()?;
-        t.report_start(Some(at));
+        t.start(Some(at))?;
         Ok(t)
     }
 
@@ -420,6 +416,14 @@ impl Trainer {
             folder,
             reporter,
         }
+    }
+
+    /// What every (re)start writes and reports before the first step.
+    fn start(&mut self, resumed_at: Option<(usize, usize, u64)>) -> Result<()> {
+        self.write_run_files()?;
+        self.log_data_scan()?;
+        self.report_start(resumed_at);
+        Ok(())
     }
 
     fn write_run_files(&self) -> Result<()> {
