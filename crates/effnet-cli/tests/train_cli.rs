@@ -5,7 +5,7 @@
 #[path = "../../effnet-train/tests/common/mod.rs"]
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,18 @@ fn train_in_a_pipe_logs_resumes_and_eval_maps_class_names() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("digits");
     common::make_digits(&data, 32, 12, 4);
-    let out_dir = tmp.path().join("runs");
-    let d = data.to_str().unwrap();
-    let o = out_dir.to_str().unwrap();
+    let run = train_two_epochs_stopping_early(&data, &tmp.path().join("runs"));
+    resume_finishes_the_run(&data, &run);
+    checkpoints_carry_class_names(&data, &run);
+    let sub = copy_val_classes(&data, &tmp.path().join("sub"), &["5", "7"]);
+    eval_agrees_with_infer_on_named_folders(&run.join("best.bpk"), &sub, tmp.path());
+    eval_rejects_unknown_folder(&run.join("best.bpk"), &sub, &data);
+}
+
+/// Trains the tiny recipe in a pipe, stopped at global step 12 (epoch 2, step 2); checks the
+/// timm-style log lines and the saved config; returns the run folder.
+fn train_two_epochs_stopping_early(data: &Path, out_dir: &Path) -> PathBuf {
+    let (d, o) = (data.to_str().unwrap(), out_dir.to_str().unwrap());
     // Run from the repository root with the recipe's own relative model path.
     let first = [
         "train",
@@ -78,7 +87,7 @@ fn train_in_a_pipe_logs_resumes_and_eval_maps_class_names() {
         (saved.data.workers, saved.seed, saved.train.batch_size),
         (1, 3, 12)
     );
-    // Starting the same experiment again is refused; resuming continues it.
+    // Starting the same experiment again is refused.
     let again = effnet(&first);
     assert!(!again.status.success());
     assert!(
@@ -86,10 +95,15 @@ fn train_in_a_pipe_logs_resumes_and_eval_maps_class_names() {
         "{}",
         text(&again.stderr)
     );
+    run
+}
+
+/// `--resume` continues where the stopped run left off and writes one summary row per epoch.
+fn resume_finishes_the_run(data: &Path, run: &Path) {
     let log = ok(&effnet(&[
         "train",
         "--data",
-        d,
+        data.to_str().unwrap(),
         "--resume",
         run.to_str().unwrap(),
         "--set",
@@ -107,22 +121,12 @@ fn train_in_a_pipe_logs_resumes_and_eval_maps_class_names() {
         .map(|l| l.split(',').next().unwrap())
         .collect();
     assert_eq!(epochs, ["1", "2"], "{csv}");
+}
 
-    // Checkpoint weights carry the class names: infer prints digits, not class_3.
-    let ckpt = std::fs::read_dir(run.join("checkpoints"))
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let img = data
-        .join("val/3")
-        .read_dir()
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
+/// Checkpoint weights carry the class names: infer prints digits, not class_3.
+fn checkpoints_carry_class_names(data: &Path, run: &Path) {
+    let ckpt = first_entry(&run.join("checkpoints"));
+    let img = first_entry(&data.join("val/3"));
     let pred = ok(&effnet(&[
         "infer",
         "--weights",
@@ -132,18 +136,59 @@ fn train_in_a_pipe_logs_resumes_and_eval_maps_class_names() {
         "3",
     ]));
     assert!(!pred.contains("class_"), "{pred}");
+}
 
-    // eval: folder names map to the stored class names. With only folders 5/ and 7/, the result
-    // is what infer's predictions on those files say, not a positional relabelling.
-    let best = run.join("best.bpk");
-    let sub = tmp.path().join("sub");
-    for c in ["5", "7"] {
-        std::fs::create_dir_all(sub.join(c)).unwrap();
+fn first_entry(dir: &Path) -> PathBuf {
+    dir.read_dir().unwrap().next().unwrap().unwrap().path()
+}
+
+/// Copies the validation images of `classes` into `dest/<class>/`.
+fn copy_val_classes(data: &Path, dest: &Path, classes: &[&str]) -> PathBuf {
+    for c in classes {
+        std::fs::create_dir_all(dest.join(c)).unwrap();
         for f in data.join("val").join(c).read_dir().unwrap() {
             let f = f.unwrap().path();
-            std::fs::copy(&f, sub.join(c).join(f.file_name().unwrap())).unwrap();
+            std::fs::copy(&f, dest.join(c).join(f.file_name().unwrap())).unwrap();
         }
     }
+    dest.to_path_buf()
+}
+
+/// With only folders 5/ and 7/, eval's top-1 is what infer's predictions on those files say
+/// (folder names mapped to the stored class names), not a positional relabelling.
+fn eval_agrees_with_infer_on_named_folders(best: &Path, sub: &Path, tmp: &Path) {
+    let expected = infer_accuracy_by_folder(best, sub);
+    let res_file = tmp.join("res.csv");
+    let e = ok(&effnet(&[
+        "eval",
+        "--checkpoint",
+        best.to_str().unwrap(),
+        "--data",
+        sub.to_str().unwrap(),
+        "-b",
+        "4",
+        "--results-file",
+        res_file.to_str().unwrap(),
+        "--results-format",
+        "csv",
+    ]));
+    let res = std::fs::read_to_string(&res_file).unwrap();
+    let mut lines = res.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation,images,\
+         unreadable_files"
+    );
+    let row = lines.next().unwrap();
+    let top1: f64 = row.split(',').nth(1).unwrap().parse().unwrap();
+    assert!(
+        (top1 - expected).abs() < 1e-3,
+        "eval {top1} vs infer {expected}: {e}"
+    );
+}
+
+/// Percentage of the images under `sub` whose top-1 label from `effnet infer` is their folder.
+fn infer_accuracy_by_folder(best: &Path, sub: &Path) -> f64 {
     let preds = ok(&effnet(&[
         "infer",
         "--weights",
@@ -170,43 +215,13 @@ fn train_in_a_pipe_logs_resumes_and_eval_maps_class_names() {
         .iter()
         .filter(|(f, label)| Path::new(f).parent().unwrap().ends_with(label))
         .count();
-    let expected = 100.0 * right as f64 / rows.len() as f64;
-    let res_file = tmp.path().join("res.csv");
-    let e = ok(&effnet(&[
-        "eval",
-        "--checkpoint",
-        best.to_str().unwrap(),
-        "--data",
-        sub.to_str().unwrap(),
-        "-b",
-        "4",
-        "--results-file",
-        res_file.to_str().unwrap(),
-        "--results-format",
-        "csv",
-    ]));
-    let res = std::fs::read_to_string(&res_file).unwrap();
-    let mut lines = res.lines();
-    assert_eq!(
-        lines.next().unwrap(),
-        "model,top1,top1_err,top5,top5_err,param_count,img_size,crop_pct,interpolation,images,\
-         unreadable_files"
-    );
-    let top1: f64 = lines
-        .next()
-        .unwrap()
-        .split(',')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert!(
-        (top1 - expected).abs() < 1e-3,
-        "eval {top1} vs infer {expected}: {e}"
-    );
-    // An unknown folder name is an error naming it.
+    100.0 * right as f64 / rows.len() as f64
+}
+
+/// An unknown folder name is an error naming it and the opt-out flag.
+fn eval_rejects_unknown_folder(best: &Path, sub: &Path, data: &Path) {
     std::fs::create_dir_all(sub.join("eleven")).unwrap();
-    std::fs::copy(&img, sub.join("eleven/a.png")).unwrap();
+    std::fs::copy(first_entry(&data.join("val/3")), sub.join("eleven/a.png")).unwrap();
     let bad = effnet(&[
         "eval",
         "--weights",
