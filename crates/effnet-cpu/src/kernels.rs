@@ -281,6 +281,9 @@ fn dw_pixels<const FMA: bool>(
     const B: usize = DW_QUAD_BLOCK;
     let c = g.c;
     let ix0 = ox * g.stride - g.pad_left;
+    assert!(weight.len() >= g.k * g.k * c);
+    // Distance from the first pixel's first tap to the last pixel's last tap, in floats.
+    let span = ((DW_PIXELS - 1) * g.stride + g.k - 1) * c;
     let mut c0 = 0;
     while c0 + B <= c {
         let b: &[f32; B] = bias[c0..c0 + B].try_into().unwrap();
@@ -289,13 +292,15 @@ fn dw_pixels<const FMA: bool>(
             let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else {
                 continue;
             };
+            let row = (iy * g.w + ix0) * c + c0;
+            assert!(row + span + B <= input.len());
             for kx in 0..g.k {
-                let wt: &[f32; B] = weight[(ky * g.k + kx) * c + c0..][..B].try_into().unwrap();
-                let at = (iy * g.w + ix0 + kx) * c + c0;
-                assert!(at + ((DW_PIXELS - 1) * g.stride * c) + B <= input.len());
+                // SAFETY: c0 + B ≤ c and (ky, kx) < (k, k), so inside the asserted weights;
+                // every input block lies between `row` and `row + span + B`, asserted above.
+                let wt = unsafe { block_at::<B>(weight, (ky * g.k + kx) * c + c0) };
                 for (p, acc) in acc.iter_mut().enumerate() {
-                    // SAFETY: asserted just above for the last pixel, the farthest.
-                    let x = unsafe { block_at::<B>(input, at + p * g.stride * c) };
+                    // SAFETY: see above.
+                    let x = unsafe { block_at::<B>(input, row + (p * g.stride + kx) * c) };
                     for j in 0..B {
                         acc[j] = fmadd::<FMA>(x[j], wt[j], acc[j]);
                     }
