@@ -505,7 +505,6 @@ impl Executor {
             depthwise(ctx, d, g, cur, &mut m2[..g.oh * g.ow * d.c], sums);
             (h, w) = (g.oh, g.ow);
             lap(LayerKind::Depthwise, t);
-            cur = m2;
             if let (Some(se), Some(p)) = (&b.se, &b.project) {
                 let t = Instant::now();
                 let c = d.c;
@@ -523,6 +522,12 @@ impl Executor {
                     &mut gates[..c],
                 );
                 rhs = Some(match packed_project {
+                    // Fewer pixels than output channels: gating the activations is cheaper
+                    // than gating the weights.
+                    _ if h * w < p.cout => {
+                        kernels::scale_columns(ctx.isa, &mut m2[..h * w * c], &gates[..c]);
+                        Weights::of(p, packed_project)
+                    }
                     Some(pp) => Weights::Packed(pp.scaled(ctx.isa, &gates[..c], scaled)),
                     None => {
                         let scaled = &mut scaled[..p.cin * p.cout];
@@ -532,6 +537,7 @@ impl Executor {
                 });
                 lap(LayerKind::SqueezeExcite, t);
             }
+            cur = m2;
         }
         if let (Some(p), Some(rhs)) = (&b.project, rhs) {
             let t = Instant::now();

@@ -464,6 +464,18 @@ multiversion! {
 }
 
 multiversion! {
+    /// Multiplies every `scale.len()`-wide row of `rows` by `scale` (the SE gate applied to the
+    /// activations where they are smaller than the projection weights).
+    pub fn scale_columns(rows: &mut [f32], scale: &[f32]) {
+        for row in rows.chunks_exact_mut(scale.len()) {
+            for (v, g) in row.iter_mut().zip(scale) {
+                *v *= g;
+            }
+        }
+    }
+}
+
+multiversion! {
     /// Adds every `c`-wide row of `rows` into `sums`.
     pub fn column_sums(rows: &[f32], sums: &mut [f32]) {
         let c = sums.len();
