@@ -386,6 +386,22 @@ multiversion! {
     }
 }
 
+/// `dst.copy_from_slice(src)` for the few dozen channels of one im2col segment, in fixed
+/// 8-float moves instead of a `memcpy` call per segment.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().unwrap();
+        d.copy_from_slice(s);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 multiversion! {
     /// im2col for output rows `oy0..oy0 + rows`: each output pixel becomes one row of
     /// `k·k·c` values ordered (ky, kx, channel), zeros where the kernel hangs over the border.
@@ -405,7 +421,7 @@ multiversion! {
                     for kx in 0..g.k {
                         let px = &mut seg[kx * c..(kx + 1) * c];
                         match g.tap(ox, kx, g.pad_left, g.w) {
-                            Some(ix) => px.copy_from_slice(&input[(iy * g.w + ix) * c..][..c]),
+                            Some(ix) => copy_short(px, &input[(iy * g.w + ix) * c..][..c]),
                             None => px.fill(0.0),
                         }
                     }
