@@ -8,6 +8,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::error::CpuError;
+use crate::gemm::{Epilogue, MAX_NR, Packed, PackedRef};
 use crate::isa::Isa;
 use crate::kernels;
 use crate::plan::{BlockPlan, Conv, Plan};
@@ -163,7 +164,8 @@ impl Sizes {
                 s.channels = s.channels.max(d.c);
             }
             if let (Some(_), Some(p)) = (&b.se, &b.project) {
-                s.se_weights = s.se_weights.max(p.cin * p.cout);
+                let packed = Packed::buffer_len(p.cin, p.cout, MAX_NR);
+                s.se_weights = s.se_weights.max(packed.max(p.cin * p.cout));
             }
             if let Some(p) = &b.project {
                 s.act = s.act.max(h * w * p.cout);
@@ -179,11 +181,64 @@ thread_local! {
     static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
+/// The dense convs' weights packed once for the instruction set's GEMM microkernel.
+struct Packs {
+    stem: Packed,
+    /// (conv, projection) of every block.
+    blocks: Vec<(Option<Packed>, Option<Packed>)>,
+    head: Packed,
+    /// The classifier as a one-row GEMM, split over output panels.
+    fc: Packed,
+}
+
+impl Packs {
+    /// `None` when `isa` has no packed microkernel (the `gemm` crate or the plain loop run).
+    fn new(isa: Isa, plan: &Plan) -> Option<Self> {
+        let pack = |c: &Conv| Packed::new(isa, &c.weight, &c.bias, c.k * c.k * c.cin, c.cout);
+        let opt = |c: &Option<Conv>| c.as_ref().and_then(pack);
+        Some(Self {
+            stem: pack(&plan.stem)?,
+            blocks: plan
+                .blocks
+                .iter()
+                .map(|b| (opt(&b.conv), opt(&b.project)))
+                .collect(),
+            head: pack(&plan.head)?,
+            fc: Packed::new(
+                isa,
+                &plan.fc_weight,
+                &plan.fc_bias,
+                plan.head.cout,
+                plan.num_classes(),
+            )?,
+        })
+    }
+}
+
+/// Weights of one dense conv as the GEMM takes them.
+#[derive(Clone, Copy)]
+enum Weights<'a> {
+    /// Row-major `[k·k·cin][cout]` (bias and activation applied after the product).
+    Plain(&'a [f32]),
+    /// Packed for the microkernel, bias inside.
+    Packed(PackedRef<'a>),
+}
+
+impl<'a> Weights<'a> {
+    fn of(c: &'a Conv, packed: Option<&'a Packed>) -> Self {
+        match packed {
+            Some(p) => Weights::Packed(p.view()),
+            None => Weights::Plain(&c.weight),
+        }
+    }
+}
+
 /// Runs a compiled EfficientNet on CPU buffers. Cheap to share between threads; activation
 /// buffers are kept between calls (one set per concurrently running image).
 pub struct Executor {
     plan: Plan,
     isa: Isa,
+    packs: Option<Packs>,
     arenas: Mutex<Vec<Arena>>,
 }
 
@@ -191,9 +246,11 @@ impl Executor {
     /// Wraps a validated plan, with the instruction set from [`Isa::detect`].
     pub fn new(plan: Plan) -> Result<Self, CpuError> {
         plan.validate()?;
+        let isa = Isa::detect();
         Ok(Self {
+            packs: Packs::new(isa, &plan),
             plan,
-            isa: Isa::detect(),
+            isa,
             arenas: Mutex::new(Vec::new()),
         })
     }
@@ -201,6 +258,7 @@ impl Executor {
     /// Forces an instruction set (e.g. [`Isa::scalar`] to test the fallback).
     pub fn with_isa(mut self, isa: Isa) -> Self {
         self.isa = isa;
+        self.packs = Packs::new(isa, &self.plan);
         self
     }
 
@@ -286,12 +344,16 @@ impl Executor {
             isa: self.isa,
             threads,
         };
-        for (img, logits) in input[whole * per..]
+        let rest = input[whole * per..]
             .chunks(per)
-            .zip(out[whole * classes..].chunks_mut(classes))
-        {
-            self.image_with_arena(tiled, img, h, w, layout, logits, prof.as_deref_mut());
-        }
+            .zip(out[whole * classes..].chunks_mut(classes));
+        // On a pool thread, so that each layer's split is a cheap `join` in which this thread
+        // takes part, rather than a hand-over to the pool and back per layer.
+        rayon::scope(|_| {
+            for (img, logits) in rest {
+                self.image_with_arena(tiled, img, h, w, layout, logits, prof.as_deref_mut());
+            }
+        });
         Ok(out)
     }
 
@@ -342,37 +404,61 @@ impl Executor {
         let t = Instant::now();
         to_nhwc(img, h, w, layout, &mut a.x[..3 * h * w]);
         let stem = &self.plan.stem;
-        let (mut h, mut w) = conv(ctx, stem, &a.x, h, w, &mut a.y, None, None);
+        let ws = Weights::of(stem, self.packs.as_ref().map(|p| &p.stem));
+        let (mut h, mut w) = conv(ctx, stem, ws, &a.x, h, w, &mut a.y, None);
         std::mem::swap(&mut a.x, &mut a.y);
         lap(LayerKind::Stem, t);
-        for b in &self.plan.blocks {
-            (h, w) = self.block(ctx, a, b, h, w, &mut lap);
+        for (i, b) in self.plan.blocks.iter().enumerate() {
+            let packs = self.packs.as_ref().map(|p| &p.blocks[i]);
+            (h, w) = self.block(ctx, a, b, packs, h, w, &mut lap);
             std::mem::swap(&mut a.x, &mut a.y);
         }
         let t = Instant::now();
         let head = &self.plan.head;
-        conv(ctx, head, &a.x, h, w, &mut a.m1, None, None);
+        let wh = Weights::of(head, self.packs.as_ref().map(|p| &p.head));
+        conv(ctx, head, wh, &a.x, h, w, &mut a.m1, None);
         let pixels = h * w;
         a.pooled.fill(0.0);
         kernels::column_sums(ctx.isa, &a.m1[..pixels * head.cout], &mut a.pooled);
         let inv = 1.0 / pixels as f32;
         a.pooled.iter_mut().for_each(|v| *v *= inv);
-        kernels::vec_mat(
-            ctx.isa,
-            &a.pooled,
-            &self.plan.fc_weight,
-            &self.plan.fc_bias,
-            logits,
-        );
+        match &self.packs {
+            Some(p) => {
+                let epi = Epilogue {
+                    act: kernels::Act::None,
+                    residual: None,
+                };
+                let k = head.cout;
+                crate::gemm::gemm_packed(
+                    ctx.isa,
+                    logits,
+                    &a.pooled,
+                    k,
+                    1,
+                    p.fc.view(),
+                    epi,
+                    ctx.threads,
+                );
+            }
+            None => kernels::vec_mat(
+                ctx.isa,
+                &a.pooled,
+                &self.plan.fc_weight,
+                &self.plan.fc_bias,
+                logits,
+            ),
+        }
         lap(LayerKind::Head, t);
     }
 
     /// Runs one block from `a.x` (`h`×`w`) into `a.y`; returns the output size.
+    #[allow(clippy::too_many_arguments)]
     fn block(
         &self,
         ctx: Ctx,
         a: &mut Arena,
         b: &BlockPlan,
+        packs: Option<&(Option<Packed>, Option<Packed>)>,
         mut h: usize,
         mut w: usize,
         lap: &mut impl FnMut(LayerKind, Instant),
@@ -395,7 +481,8 @@ impl Executor {
             // Straight to the output when the conv ends the block (Fused-MBConv, expansion 1).
             let last = b.dw.is_none() && b.project.is_none();
             let dst = if last { &mut *y } else { &mut *m1 };
-            (h, w) = conv(ctx, c, x, h, w, dst, residual(b.skip && last, x), None);
+            let wc = Weights::of(c, packs.and_then(|p| p.0.as_ref()));
+            (h, w) = conv(ctx, c, wc, x, h, w, dst, residual(b.skip && last, x));
             lap(
                 if c.k > 1 {
                     LayerKind::FusedConv
@@ -409,7 +496,8 @@ impl Executor {
             }
             cur = m1;
         }
-        let mut rhs: Option<&[f32]> = None;
+        let packed_project = packs.and_then(|p| p.1.as_ref());
+        let mut rhs = b.project.as_ref().map(|p| Weights::of(p, packed_project));
         if let Some(d) = &b.dw {
             let t = Instant::now();
             let g = d.pad.geometry(h, w, d.c, d.k, d.stride);
@@ -417,7 +505,6 @@ impl Executor {
             depthwise(ctx, d, g, cur, &mut m2[..g.oh * g.ow * d.c], sums);
             (h, w) = (g.oh, g.ow);
             lap(LayerKind::Depthwise, t);
-            cur = m2;
             if let (Some(se), Some(p)) = (&b.se, &b.project) {
                 let t = Instant::now();
                 let c = d.c;
@@ -434,15 +521,27 @@ impl Executor {
                     &mut hidden[..se.b_reduce.len()],
                     &mut gates[..c],
                 );
-                let scaled = &mut scaled[..p.cin * p.cout];
-                kernels::scale_rows(ctx.isa, scaled, &p.weight, &gates[..c], p.cout);
-                rhs = Some(scaled);
+                rhs = Some(match packed_project {
+                    // Fewer pixels than output channels: gating the activations is cheaper
+                    // than gating the weights.
+                    _ if h * w < p.cout => {
+                        kernels::scale_columns(ctx.isa, &mut m2[..h * w * c], &gates[..c]);
+                        Weights::of(p, packed_project)
+                    }
+                    Some(pp) => Weights::Packed(pp.scaled(ctx.isa, &gates[..c], scaled)),
+                    None => {
+                        let scaled = &mut scaled[..p.cin * p.cout];
+                        kernels::scale_rows(ctx.isa, scaled, &p.weight, &gates[..c], p.cout);
+                        Weights::Plain(scaled)
+                    }
+                });
                 lap(LayerKind::SqueezeExcite, t);
             }
+            cur = m2;
         }
-        if let Some(p) = &b.project {
+        if let (Some(p), Some(rhs)) = (&b.project, rhs) {
             let t = Instant::now();
-            (h, w) = conv(ctx, p, cur, h, w, y, residual(b.skip, x), rhs);
+            (h, w) = conv(ctx, p, rhs, cur, h, w, y, residual(b.skip, x));
             lap(LayerKind::Project, t);
         }
         (h, w)
@@ -470,23 +569,22 @@ fn to_nhwc(img: &[f32], h: usize, w: usize, layout: Layout, out: &mut [f32]) {
 }
 
 /// Dense conv as GEMM tiles over output rows, bias + activation (+ residual) fused into each
-/// tile while it is in cache. `rhs` overrides the weights (SE-gated projection).
+/// tile while it is in cache. `rhs` are `c`'s weights (or their SE-gated copy).
 #[allow(clippy::too_many_arguments)]
 fn conv(
     ctx: Ctx,
     c: &Conv,
+    rhs: Weights<'_>,
     input: &[f32],
     h: usize,
     w: usize,
     out: &mut [f32],
     residual: Option<&[f32]>,
-    rhs: Option<&[f32]>,
 ) -> (usize, usize) {
     let g = c.pad.geometry(h, w, c.cin, c.k, c.stride);
     let kdim = c.k * c.k * c.cin;
     let pixels = g.oh * g.ow;
     let out = &mut out[..pixels * c.cout];
-    let rhs = rhs.unwrap_or(&c.weight);
     // Small images: one tile, the GEMM itself split over the threads.
     let small = ctx.threads > 1 && pixels < ctx.threads * 128;
     let rows = if small {
@@ -503,9 +601,22 @@ fn conv(
         let oy0 = i * rows;
         let m = dst.len() / c.cout;
         let p0 = oy0 * g.ow;
+        let res = residual.map(|r| &r[p0 * c.cout..(p0 + m) * c.cout]);
+        let product = |dst: &mut [f32], lhs: &[f32]| match rhs {
+            Weights::Packed(pw) => {
+                let epi = Epilogue {
+                    act: c.act,
+                    residual: res,
+                };
+                crate::gemm::gemm_packed(ctx.isa, dst, lhs, kdim, m, pw, epi, gemm_threads);
+            }
+            Weights::Plain(rhs) => {
+                crate::gemm::matmul(ctx.isa, dst, lhs, rhs, m, kdim, c.cout, gemm_threads);
+                kernels::bias_act(ctx.isa, dst, &c.bias, c.act, res);
+            }
+        };
         if c.is_pointwise() {
-            let lhs = &input[p0 * kdim..(p0 + m) * kdim];
-            crate::gemm::matmul(ctx.isa, dst, lhs, rhs, m, kdim, c.cout, gemm_threads);
+            product(dst, &input[p0 * kdim..(p0 + m) * kdim]);
         } else {
             COL.with_borrow_mut(|col| {
                 if col.len() < m * kdim {
@@ -513,11 +624,9 @@ fn conv(
                 }
                 let col = &mut col[..m * kdim];
                 kernels::im2col(ctx.isa, input, g, oy0, m / g.ow, col);
-                crate::gemm::matmul(ctx.isa, dst, col, rhs, m, kdim, c.cout, gemm_threads);
+                product(dst, col);
             });
         }
-        let res = residual.map(|r| &r[p0 * c.cout..(p0 + m) * c.cout]);
-        kernels::bias_act(ctx.isa, dst, &c.bias, c.act, res);
     };
     let chunk = rows * g.ow * c.cout;
     if ctx.threads > 1 && !small {

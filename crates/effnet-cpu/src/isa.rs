@@ -17,17 +17,31 @@ pub(crate) enum Level {
     Neon,
 }
 
-/// Environment variable that forces the portable fallback (`EFFNET_CPU_SIMD=scalar`).
+/// Environment variable that forces the portable fallback (`EFFNET_CPU_SIMD=scalar`) or, on an
+/// AVX-512 CPU, the AVX2 kernels (`EFFNET_CPU_SIMD=avx2`).
 pub const SIMD_ENV: &str = "EFFNET_CPU_SIMD";
 
 impl Isa {
     /// The best instruction set this CPU supports, unless `EFFNET_CPU_SIMD=scalar` asks for
-    /// the portable fallback.
+    /// the portable fallback or `EFFNET_CPU_SIMD=avx2` for AVX2 (when the CPU has it).
     pub fn detect() -> Self {
         match std::env::var(SIMD_ENV) {
             Ok(v) if v.eq_ignore_ascii_case("scalar") => Self::scalar(),
+            Ok(v) if v.eq_ignore_ascii_case("avx2") => Self::avx2().unwrap_or_else(Self::best),
             _ => Self::best(),
         }
+    }
+
+    /// AVX2+FMA, also on a CPU that has AVX-512 (to run and test that path); `None` where the
+    /// CPU lacks it.
+    pub fn avx2() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                return Some(Isa(Level::Avx2));
+            }
+        }
+        None
     }
 
     /// The portable fallback: no FMA, no wide vectors, and a plain loop instead of the `gemm`

@@ -92,6 +92,33 @@ fn with_act<const FMA: bool>(act: Act, row: &mut [f32], bias: &[f32], res: Optio
     }
 }
 
+/// `row = act(row) [+ residual]`: the epilogue of a packed GEMM tile (its bias is already in).
+#[inline(always)]
+pub(crate) fn act_residual<const FMA: bool>(row: &mut [f32], act: Act, res: Option<&[f32]>) {
+    macro_rules! run {
+        ($a:expr) => {
+            match res {
+                Some(res) => {
+                    for (y, r) in row.iter_mut().zip(res) {
+                        *y = act_one::<FMA>(*y, $a) + r;
+                    }
+                }
+                None => row.iter_mut().for_each(|y| *y = act_one::<FMA>(*y, $a)),
+            }
+        };
+    }
+    match act {
+        Act::None => {
+            if let Some(res) = res {
+                row.iter_mut().zip(res).for_each(|(y, r)| *y += r);
+            }
+        }
+        Act::Silu => run!(Act::Silu),
+        Act::Relu6 => run!(Act::Relu6),
+        Act::Relu => run!(Act::Relu),
+    }
+}
+
 multiversion! {
     /// GEMM epilogue on `rows` (row-major, `bias.len()` columns): `y = act(y + bias) [+ residual]`.
     pub fn bias_act(rows: &mut [f32], bias: &[f32], act: Act, residual: Option<&[f32]>) {
@@ -159,6 +186,159 @@ impl ConvGeom {
 
 /// Channels per register block of the depthwise kernel.
 const DW_BLOCK: usize = 32;
+/// Channels per register block when [`DW_PIXELS`] pixels are computed together.
+const DW_QUAD_BLOCK: usize = 16;
+/// Output pixels computed together where no tap hangs over the border: independent
+/// accumulators, so that the FMA latency chain over the taps does not bound the speed.
+const DW_PIXELS: usize = 4;
+
+/// Channels `c0..` of output pixel (`oy`, `ox`) into `opix` (all `c` channels of that pixel),
+/// with bias and activation (see [`depthwise`]); taps over the border are skipped.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_pixel<const FMA: bool>(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Act,
+    g: &ConvGeom,
+    oy: usize,
+    ox: usize,
+    mut c0: usize,
+    opix: &mut [f32],
+) {
+    let c = g.c;
+    assert!(input.len() >= g.h * g.w * c && weight.len() >= g.k * g.k * c);
+    while c0 + DW_BLOCK <= c {
+        let mut acc = [0f32; DW_BLOCK];
+        acc.copy_from_slice(&bias[c0..c0 + DW_BLOCK]);
+        for ky in 0..g.k {
+            let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else {
+                continue;
+            };
+            for kx in 0..g.k {
+                let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else {
+                    continue;
+                };
+                // SAFETY: iy < h and ix < w (`tap`), c0 + DW_BLOCK ≤ c, and the lengths were
+                // asserted on entry.
+                let (x, wt) = unsafe {
+                    (
+                        block_at::<DW_BLOCK>(input, (iy * g.w + ix) * c + c0),
+                        block_at::<DW_BLOCK>(weight, (ky * g.k + kx) * c + c0),
+                    )
+                };
+                for ((a, x), w) in acc.iter_mut().zip(x).zip(wt) {
+                    *a = fmadd::<FMA>(*x, *w, *a);
+                }
+            }
+        }
+        for a in acc.iter_mut() {
+            *a = act_one::<FMA>(*a, act);
+        }
+        opix[c0..c0 + DW_BLOCK].copy_from_slice(&acc);
+        c0 += DW_BLOCK;
+    }
+    if c0 < c {
+        let acc = &mut opix[c0..];
+        acc.copy_from_slice(&bias[c0..]);
+        for ky in 0..g.k {
+            let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else {
+                continue;
+            };
+            for kx in 0..g.k {
+                let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else {
+                    continue;
+                };
+                let x = &input[(iy * g.w + ix) * c + c0..][..c - c0];
+                let wt = &weight[(ky * g.k + kx) * c + c0..][..c - c0];
+                for ((a, x), w) in acc.iter_mut().zip(x).zip(wt) {
+                    *a = fmadd::<FMA>(*x, *w, *a);
+                }
+            }
+        }
+        for a in acc.iter_mut() {
+            *a = act_one::<FMA>(*a, act);
+        }
+    }
+}
+
+/// Channels `0..c - c % 16` of the [`DW_PIXELS`] output pixels from (`oy`, `ox`), none of
+/// whose column taps leaves the image, into `opix` (their `DW_PIXELS × c` values). Returns the
+/// first channel left to do.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn dw_pixels<const FMA: bool>(
+    input: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    act: Act,
+    g: &ConvGeom,
+    oy: usize,
+    ox: usize,
+    opix: &mut [f32],
+) -> usize {
+    const B: usize = DW_QUAD_BLOCK;
+    let c = g.c;
+    let ix0 = ox * g.stride - g.pad_left;
+    assert!(weight.len() >= g.k * g.k * c);
+    // Distance from the first pixel's first tap to the last pixel's last tap, in floats.
+    let span = ((DW_PIXELS - 1) * g.stride + g.k - 1) * c;
+    let mut c0 = 0;
+    while c0 + B <= c {
+        let b: &[f32; B] = bias[c0..c0 + B].try_into().unwrap();
+        let mut acc = [*b; DW_PIXELS];
+        for ky in 0..g.k {
+            let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else {
+                continue;
+            };
+            let row = (iy * g.w + ix0) * c + c0;
+            assert!(row + span + B <= input.len());
+            for kx in 0..g.k {
+                // SAFETY: c0 + B ≤ c and (ky, kx) < (k, k), so inside the asserted weights;
+                // every input block lies between `row` and `row + span + B`, asserted above.
+                let wt = unsafe { block_at::<B>(weight, (ky * g.k + kx) * c + c0) };
+                for (p, acc) in acc.iter_mut().enumerate() {
+                    // SAFETY: see above.
+                    let x = unsafe { block_at::<B>(input, row + (p * g.stride + kx) * c) };
+                    for j in 0..B {
+                        acc[j] = fmadd::<FMA>(x[j], wt[j], acc[j]);
+                    }
+                }
+            }
+        }
+        for (p, acc) in acc.iter().enumerate() {
+            let dst = &mut opix[p * c + c0..][..B];
+            for (d, a) in dst.iter_mut().zip(acc) {
+                *d = act_one::<FMA>(*a, act);
+            }
+        }
+        c0 += B;
+    }
+    c0
+}
+
+/// The `B` values of `v` from `at`, without a bounds check (the innermost loads of
+/// [`dw_pixels`], whose checks would otherwise outnumber its FMAs).
+///
+/// # Safety
+/// `at + B <= v.len()`.
+#[inline(always)]
+unsafe fn block_at<const B: usize>(v: &[f32], at: usize) -> &[f32; B] {
+    debug_assert!(at + B <= v.len());
+    // SAFETY: in bounds by the caller's contract; the cast keeps the element type.
+    unsafe { &*(v.as_ptr().add(at) as *const [f32; B]) }
+}
+
+/// Output columns `lo..hi` whose taps all lie inside the image's columns.
+fn interior_columns(g: &ConvGeom) -> (usize, usize) {
+    let lo = g.pad_left.div_ceil(g.stride);
+    let hi = match (g.w + g.pad_left).checked_sub(g.k) {
+        Some(last) => (last / g.stride + 1).min(g.ow),
+        None => 0,
+    };
+    (lo, hi.max(lo))
+}
 
 multiversion! {
     /// Depthwise k×k conv + bias + activation for output rows `oy0..oy0 + out.len()/(ow·c)`,
@@ -176,55 +356,49 @@ multiversion! {
     ) {
         let c = g.c;
         let mut sums = sums;
+        let (lo, hi) = interior_columns(&g);
         for (r, orow) in out.chunks_exact_mut(g.ow * c).enumerate() {
             let oy = oy0 + r;
-            for (ox, opix) in orow.chunks_exact_mut(c).enumerate() {
-                let mut c0 = 0;
-                while c0 + DW_BLOCK <= c {
-                    let mut acc = [0f32; DW_BLOCK];
-                    acc.copy_from_slice(&bias[c0..c0 + DW_BLOCK]);
-                    for ky in 0..g.k {
-                        let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else { continue };
-                        for kx in 0..g.k {
-                            let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else { continue };
-                            let x = &input[(iy * g.w + ix) * c + c0..][..DW_BLOCK];
-                            let wt = &weight[(ky * g.k + kx) * c + c0..][..DW_BLOCK];
-                            for ((a, x), w) in acc.iter_mut().zip(x).zip(wt) {
-                                *a = fmadd::<FMA>(*x, *w, *a);
-                            }
-                        }
-                    }
-                    for a in acc.iter_mut() {
-                        *a = act_one::<FMA>(*a, act);
-                    }
-                    opix[c0..c0 + DW_BLOCK].copy_from_slice(&acc);
-                    c0 += DW_BLOCK;
-                }
+            let mut ox = 0;
+            while ox < g.ow {
+                let n = if ox >= lo && ox + DW_PIXELS <= hi { DW_PIXELS } else { 1 };
+                let opix = &mut orow[ox * c..(ox + n) * c];
+                let c0 = if n == DW_PIXELS {
+                    dw_pixels::<FMA>(input, weight, bias, act, &g, oy, ox, opix)
+                } else {
+                    0
+                };
                 if c0 < c {
-                    let acc = &mut opix[c0..];
-                    acc.copy_from_slice(&bias[c0..]);
-                    for ky in 0..g.k {
-                        let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else { continue };
-                        for kx in 0..g.k {
-                            let Some(ix) = g.tap(ox, kx, g.pad_left, g.w) else { continue };
-                            let x = &input[(iy * g.w + ix) * c + c0..][..c - c0];
-                            let wt = &weight[(ky * g.k + kx) * c + c0..][..c - c0];
-                            for ((a, x), w) in acc.iter_mut().zip(x).zip(wt) {
-                                *a = fmadd::<FMA>(*x, *w, *a);
-                            }
-                        }
-                    }
-                    for a in acc.iter_mut() {
-                        *a = act_one::<FMA>(*a, act);
+                    for (p, one) in opix.chunks_exact_mut(c).enumerate() {
+                        dw_pixel::<FMA>(input, weight, bias, act, &g, oy, ox + p, c0, one);
                     }
                 }
                 if let Some(s) = sums.as_deref_mut() {
-                    for (s, y) in s.iter_mut().zip(opix.iter()) {
-                        *s += y;
+                    for one in opix.chunks_exact(c) {
+                        for (s, y) in s.iter_mut().zip(one) {
+                            *s += y;
+                        }
                     }
                 }
+                ox += n;
             }
         }
+    }
+}
+
+/// `dst.copy_from_slice(src)` for the few dozen channels of one im2col segment, in fixed
+/// 8-float moves instead of a `memcpy` call per segment.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let s: &[f32; 8] = s.try_into().unwrap();
+        d.copy_from_slice(s);
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }
 
@@ -247,7 +421,7 @@ multiversion! {
                     for kx in 0..g.k {
                         let px = &mut seg[kx * c..(kx + 1) * c];
                         match g.tap(ox, kx, g.pad_left, g.w) {
-                            Some(ix) => px.copy_from_slice(&input[(iy * g.w + ix) * c..][..c]),
+                            Some(ix) => copy_short(px, &input[(iy * g.w + ix) * c..][..c]),
                             None => px.fill(0.0),
                         }
                     }
@@ -300,6 +474,18 @@ multiversion! {
         for ((d, s), g) in dst.chunks_exact_mut(n).zip(src.chunks_exact(n)).zip(scale) {
             for (d, s) in d.iter_mut().zip(s) {
                 *d = s * g;
+            }
+        }
+    }
+}
+
+multiversion! {
+    /// Multiplies every `scale.len()`-wide row of `rows` by `scale` (the SE gate applied to the
+    /// activations where they are smaller than the projection weights).
+    pub fn scale_columns(rows: &mut [f32], scale: &[f32]) {
+        for row in rows.chunks_exact_mut(scale.len()) {
+            for (v, g) in row.iter_mut().zip(scale) {
+                *v *= g;
             }
         }
     }
@@ -362,7 +548,10 @@ mod tests {
 
     #[test]
     fn fast_activations_match_exact_ones() {
-        for isa in [Isa::best(), Isa::scalar()] {
+        for isa in [Some(Isa::best()), Isa::avx2(), Some(Isa::scalar())]
+            .into_iter()
+            .flatten()
+        {
             for act in [Act::Silu, Act::Relu6, Act::Relu, Act::None] {
                 let xs = inputs();
                 for (x, y) in xs.iter().zip(act_slice(isa, &xs, act)) {
@@ -442,7 +631,10 @@ mod tests {
                 .collect();
             let bias: Vec<f32> = (0..c).map(|i| i as f32 / c as f32 - 0.5).collect();
             let want = naive_dw(&input, &wt, &bias, g);
-            for isa in [Isa::best(), Isa::scalar()] {
+            for isa in [Some(Isa::best()), Isa::avx2(), Some(Isa::scalar())]
+                .into_iter()
+                .flatten()
+            {
                 let mut out = vec![0f32; want.len()];
                 let mut sums = vec![0f32; c];
                 depthwise(
@@ -475,7 +667,10 @@ mod tests {
         let (m, k, n) = (5, 7, 9);
         let a: Vec<f32> = (0..m * k).map(|i| i as f32 * 0.1 - 1.0).collect();
         let b: Vec<f32> = (0..k * n).map(|i| 0.5 - i as f32 * 0.03).collect();
-        for isa in [Isa::best(), Isa::scalar()] {
+        for isa in [Some(Isa::best()), Isa::avx2(), Some(Isa::scalar())]
+            .into_iter()
+            .flatten()
+        {
             let mut d = vec![f32::NAN; m * n];
             matmul_plain(isa, &mut d, &a, &b, k, n);
             for i in 0..m {

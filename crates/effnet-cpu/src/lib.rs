@@ -2,12 +2,13 @@
 //!
 //! A dedicated CPU inference executor for BN-folded EfficientNets, the counterpart of what
 //! ONNX Runtime's MLAS does for these networks: channels-last activations, dense convs as
-//! GEMM tiles (the `gemm` crate) with bias + activation (+ residual) fused into each tile,
+//! GEMM tiles on weights packed once when the executor is built (own AVX-512 / AVX2 microkernels;
+//! the `gemm` crate on NEON) with bias + activation (+ residual) fused into each tile,
 //! direct SIMD depthwise convs with the squeeze-excitation pool fused in, the SE gate folded
-//! into the projection weights, preallocated buffers reused between calls, and rayon threads
+//! into the projection weights (or the activations, where smaller), preallocated buffers reused between calls, and rayon threads
 //! over the batch or over spatial tiles. The kernels are compiled for AVX-512, AVX2+FMA, NEON
 //! and a portable fallback, chosen at run time ([`Isa`]; `EFFNET_CPU_SIMD=scalar` forces
-//! the fallback).
+//! the fallback, `EFFNET_CPU_SIMD=avx2` the AVX2 kernels on an AVX-512 CPU).
 //!
 //! ```no_run
 //! use effnet_cpu::{Executor, Layout};

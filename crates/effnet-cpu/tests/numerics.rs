@@ -1,6 +1,7 @@
 //! The native executor against burn's forward and the parity fixtures (tests/data/parity,
 //! scripts/make_parity_fixtures.py): logits within 1e-4 on every fixture, batches > 1, odd
-//! sizes, both layouts, both paddings, and the portable fallback against the SIMD path.
+//! sizes, both layouts, both paddings, and the portable fallback and the AVX2 path against the
+//! best SIMD path.
 
 use std::path::{Path, PathBuf};
 
@@ -104,6 +105,15 @@ fn check_fixture(name: &str, weights: &str) {
             &fallback,
             &ours,
         );
+        if let Some(avx2) = Isa::avx2().filter(|i| *i != exec.isa()) {
+            let exec2 = Executor::from_model(&model, &cfg).unwrap().with_isa(avx2);
+            let y = exec2.forward(&x, 3, h, w, Layout::Nchw).unwrap();
+            assert_close(
+                &format!("{name} b3 {h}x{w} avx2 vs burn"),
+                &y,
+                &burn_logits(&model, &x, shape),
+            );
+        }
     }
 }
 
