@@ -111,7 +111,10 @@ fn half_backward_gives_f32_gradients_close_to_f32() {
     let (reference, _) = grads(&model, ComputePrecision::F32);
     let (again, _) = grads(&model, ComputePrecision::F32);
     assert!(reference == again, "the comparison is deterministic");
-    for (precision, tol) in [(ComputePrecision::Bf16, 0.15), (ComputePrecision::F16, 0.04)] {
+    for (precision, tol) in [
+        (ComputePrecision::Bf16, 0.15),
+        (ComputePrecision::F16, 0.04),
+    ] {
         let (got, dtypes) = grads(&model, precision);
         assert!(
             dtypes.iter().all(|d| *d == DType::F32),
