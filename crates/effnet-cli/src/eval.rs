@@ -125,6 +125,7 @@ struct Loaded {
 /// The weights as a classifier, and the class names stored with them (None for PyTorch files
 /// and unlabelled .bpk files; ImageNet's for 1000-class PyTorch weights, as timm assumes).
 fn load(a: &EvalArgs) -> Result<Loaded> {
+    let precision = a.precision.get()?;
     let device = effnet::parse_device(&a.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     let spec = a.model.weights_spec();
     let pre = effnet::load_pretrained(&spec.parse()?, a.model.model.as_deref(), &device)
@@ -136,7 +137,6 @@ fn load(a: &EvalArgs) -> Result<Loaded> {
         .or_else(|| (imported && classes == 1000).then(effnet::imagenet_labels));
     // Counted before BatchNorm is folded away, as timm counts them.
     let params = pre.model.num_trainable_params();
-    let precision = a.precision.get()?;
     let c = choose_engine(
         Classifier::from_pretrained(pre, &device),
         precision,
