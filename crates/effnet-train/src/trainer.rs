@@ -133,11 +133,19 @@ fn evaluate_model(
     reporter: &mut dyn Reporter,
     tag: (usize, &str),
 ) -> Result<TopK> {
-    let logits = &mut |images: Vec<f32>, b: usize, size: usize| -> Result<Vec<f32>> {
-        let x = images_tensor(images, b, size, device);
-        (model.forward_inference_with(x, precision).into_data())
+    // On GPUs a short last batch would be a new shape (new kernels, new autotune runs): it is
+    // padded with zeros to the full batch and the padding's logits are dropped.
+    let pad_to = (*device != Device::flex()).then_some(eval.batch_size);
+    let classes = eval.classes;
+    let logits = &mut |mut images: Vec<f32>, b: usize, size: usize| -> Result<Vec<f32>> {
+        let rows = pad_to.map_or(b, |n| n.max(b));
+        images.resize(rows * 3 * size * size, 0.0);
+        let x = images_tensor(images, rows, size, device);
+        let mut v = (model.forward_inference_with(x, precision).into_data())
             .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))
+            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        v.truncate(b * classes);
+        Ok(v)
     };
     evaluate_with(eval, logits, reporter, tag)
 }
