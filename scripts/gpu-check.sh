@@ -396,7 +396,7 @@ bench_case() {
   shift 6
   local args=(bench --model efficientnetv2_s --batch "$batch" --size "$size" --device "$DEVICE"
               --warmup "$WARMUP" --iters "$ITERS" --json)
-  [ "$task" = infer ] || args+=(--train)
+  case $task in train*) args+=(--train) ;; esac
   if [ "$prec" != f32 ]; then
     [ "$HAS_PREC" = 1 ] || { STEP_RC=125; note "$name: skipped, no --precision"; return; }
     args+=(--precision "$prec")
@@ -442,6 +442,7 @@ if [ "$WGPU" = 1 ]; then
      "$BIN" bench --device wgpu --size 32 --iters 1 --warmup 1 --model efficientnet_lite0 >/dev/null 2>&1; then
     SAVE_DEVICE=$DEVICE; DEVICE=wgpu
     bench_case infer-wgpu-f32 150 infer-wgpu f32 "$INFER_BATCH" "$INFER_SIZE"
+    bench_case infer-wgpu-f16 120 infer-wgpu f16 "$INFER_BATCH" "$INFER_SIZE"
     DEVICE=$SAVE_DEVICE
   else
     record kind=speed engine=effnet step=infer-wgpu task=infer-wgpu precision=f32 \
