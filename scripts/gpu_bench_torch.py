@@ -8,7 +8,8 @@ Usage:
                      [--infer-batch B] [--infer-size R] [--train-batch B] [--train-size R]
                      [--budget SECONDS]
 
-CASES is a comma list of TASK-PRECISION with TASK in {infer, train} and PRECISION in
+CASES is a comma list of TASK-PRECISION[@BATCHxSIZE] (the shape defaults to --infer-* or
+--train-*) with TASK in {infer, train} and PRECISION in
   fp32  float32, TF32 off for both cuDNN convolutions and matmuls (strict f32, like burn's f32)
   tf32  float32 tensors, TF32 allowed in cuDNN and matmuls (PyTorch's usual fast f32 setting)
   bf16  torch.autocast(bfloat16) + channels_last (TF32 on for what stays f32)
@@ -33,8 +34,12 @@ import statistics
 import sys
 import time
 
-import torch
-import torchvision
+try:
+    import torch
+    import torchvision
+except ImportError as e:  # a machine without PyTorch: one JSON line saying so, exit 0
+    print(json.dumps({"engine": "torch", "error": f"PyTorch not installed ({e})"}))
+    sys.exit(0)
 
 ALL_CASES = "infer-fp32,infer-tf32,infer-bf16,train-fp32,train-tf32,train-bf16"
 
@@ -125,12 +130,19 @@ def main() -> int:
         gpu = None
     start = time.perf_counter()
     for case in [c.strip() for c in a.cases.split(",") if c.strip()]:
-        task, _, precision = case.partition("-")
+        name, _, shape = case.partition("@")
+        task, _, precision = name.partition("-")
         if task not in ("infer", "train") or precision not in ("fp32", "tf32", "bf16"):
             print(f"unknown case {case!r}", file=sys.stderr)
             return 2
         batch = a.infer_batch if task == "infer" else a.train_batch
         size = a.infer_size if task == "infer" else a.train_size
+        if shape:
+            try:
+                batch, size = (int(v) for v in shape.split("x"))
+            except ValueError:
+                print(f"bad shape in case {case!r} (want BATCHxSIZE)", file=sys.stderr)
+                return 2
         rec = {"engine": "torch", "task": task, "precision": precision, "batch": batch,
                "size": size, "device": a.device, "torch": torch.__version__, "gpu": gpu}
         if a.budget and time.perf_counter() - start > a.budget:

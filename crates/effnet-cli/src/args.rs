@@ -101,3 +101,28 @@ pub fn set_workers(workers: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `--precision` of infer, eval and bench (train has its own: the recipe supplies the default).
+#[derive(Args, Clone, Debug, Default)]
+pub struct PrecisionArgs {
+    /// Compute precision: f32 (default), bf16 or f16 (mixed precision as timm's --amp: f32
+    /// weights, BatchNorm and softmax; convs and activations in half). On the cpu device half
+    /// precision runs on the burn engine (the native executor computes in f32 only).
+    #[arg(long, value_name = "f32|bf16|f16")]
+    pub precision: Option<String>,
+}
+
+impl PrecisionArgs {
+    /// The parsed value (f32 when absent); an unknown name is one clear error.
+    pub fn get(&self) -> anyhow::Result<effnet::ComputePrecision> {
+        parse_precision(self.precision.as_deref())
+    }
+}
+
+/// Parses a `--precision` value (f32 when absent).
+pub fn parse_precision(value: Option<&str>) -> anyhow::Result<effnet::ComputePrecision> {
+    match value {
+        None => Ok(effnet::ComputePrecision::F32),
+        Some(s) => s.parse().map_err(|e| anyhow::anyhow!("--precision: {e}")),
+    }
+}

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use clap::Args;
-use effnet::EfficientNetConfig;
+use effnet::{ComputePrecision, EfficientNetConfig};
 
 /// What `effnet bench` times.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +59,8 @@ pub struct BenchArgs {
     /// Also print the time split per layer type (one image after another, single forward).
     #[arg(long)]
     pub profile: bool,
+    #[command(flatten)]
+    pub precision: crate::args::PrecisionArgs,
 }
 
 /// The settings one run uses, after defaults.
@@ -75,6 +77,8 @@ pub struct Run {
     pub no_fold: bool,
     /// Print the per-layer-type time split.
     pub profile: bool,
+    /// Compute precision (burn engine).
+    pub precision: ComputePrecision,
 }
 
 /// Runs the benchmark.
@@ -95,7 +99,15 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         iters: a.iters,
         no_fold: a.no_fold,
         profile: a.profile,
+        precision: a.precision.get()?,
     };
+    if !r.precision.supported_on(&device) {
+        anyhow::bail!(
+            "--precision {} is not supported on {}",
+            r.precision,
+            a.device
+        );
+    }
     if r.batch == 0 || r.size < 32 || r.iters == 0 {
         anyhow::bail!("--batch-size and --iters must be >= 1 and --img-size >= 32");
     }
@@ -105,7 +117,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         effnet_model::Workload::Inference
     };
     effnet_model::check_fits(&cfg, r.batch, r.size, workload)?;
-    let native = use_native(&a)?;
+    let native = use_native(&a, r.precision)?;
     let (first, mut times, params) = if a.train {
         time_training(&cfg, &r, &device)
     } else if native {
@@ -125,6 +137,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         rec.insert("model".into(), cfg.name.clone().into());
         rec.insert("device".into(), a.device.clone().into());
         rec.insert("engine".into(), engine.into());
+        rec.insert("precision".into(), r.precision.name().into());
         for (key, value) in [
             (
                 "samples_per_sec",
@@ -142,10 +155,11 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::Value::Object(rec));
     } else {
         println!(
-            "{prefix} {} on {} ({engine}): batch_size {} img_size {} param_count {param_count}M: \
+            "{prefix} {} on {} ({engine}, {}): batch_size {} img_size {} param_count {param_count}M: \
              {:.1} samples/s, step_time {:.1} ms (median of {}); first iteration {:.2} s",
             cfg.name,
             a.device,
+            r.precision,
             r.batch,
             r.size,
             ips,
@@ -157,11 +171,15 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Whether inference runs on the native CPU executor (`--engine`, default native on cpu).
-fn use_native(a: &BenchArgs) -> anyhow::Result<bool> {
+/// Whether inference runs on the native CPU executor (`--engine`, default native on cpu in f32;
+/// half precision runs on burn).
+fn use_native(a: &BenchArgs, precision: ComputePrecision) -> anyhow::Result<bool> {
     use crate::infer::EngineArg;
-    let cpu = a.device == "cpu" || a.device == "flex";
+    let cpu = (a.device == "cpu" || a.device == "flex") && !precision.is_half();
     match a.engine {
+        Some(EngineArg::Native) if precision.is_half() => anyhow::bail!(
+            "--engine native computes in f32 only; --precision {precision} needs --engine burn"
+        ),
         Some(EngineArg::Native) if !cpu => anyhow::bail!("--engine native runs on the cpu only"),
         Some(EngineArg::Native) => Ok(!a.train),
         Some(EngineArg::Burn) => Ok(false),
@@ -214,7 +232,7 @@ fn time_inference(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing 
     }
     // The same path as `effnet infer` (CPU batches split across the rayon threads).
     let (first, times) = time_loop(a, || {
-        let y = model.forward_inference(x.clone());
+        let y = model.forward_inference_with(x.clone(), a.precision);
         // Reading back forces the whole graph to run on asynchronous devices.
         let _ = y.slice([0..1, 0..1]).into_data();
     });
@@ -234,7 +252,7 @@ fn time_training(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing {
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
     let (first, times) = time_loop(a, || {
         let Some(m) = model.take() else { return };
-        let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
+        let loss = loss_fn.forward(m.forward_with(x.clone(), a.precision), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(optim.step(1e-3, m, grads));
         let _ = loss.into_data();

@@ -14,7 +14,7 @@ use effnet_data::dataset::class_dirs;
 use effnet_train::{Evaluation, Silent};
 use serde::Serialize;
 
-use crate::args::{ModelArgs, PreprocessArgs};
+use crate::args::{ModelArgs, PrecisionArgs, PreprocessArgs};
 use crate::infer::{EngineArg, choose_engine};
 
 /// Format of `--results-file` (timm's `--results-format`).
@@ -43,9 +43,11 @@ pub struct EvalArgs {
     /// Device (cpu, wgpu, cuda:0).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
+    /// Inference engine: native (effnet's CPU executor; the default on cpu in f32) or burn.
     #[arg(long, value_enum)]
     pub engine: Option<EngineArg>,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Overrides of the weights' preprocessing (same flags as `infer`).
     #[command(flatten)]
     pub preprocess: PreprocessArgs,
@@ -123,6 +125,7 @@ struct Loaded {
 /// The weights as a classifier, and the class names stored with them (None for PyTorch files
 /// and unlabelled .bpk files; ImageNet's for 1000-class PyTorch weights, as timm assumes).
 fn load(a: &EvalArgs) -> Result<Loaded> {
+    let precision = a.precision.get()?;
     let device = effnet::parse_device(&a.device).map_err(|e| anyhow::anyhow!("--device: {e}"))?;
     let spec = a.model.weights_spec();
     let pre = effnet::load_pretrained(&spec.parse()?, a.model.model.as_deref(), &device)
@@ -134,7 +137,11 @@ fn load(a: &EvalArgs) -> Result<Loaded> {
         .or_else(|| (imported && classes == 1000).then(effnet::imagenet_labels));
     // Counted before BatchNorm is folded away, as timm counts them.
     let params = pre.model.num_trainable_params();
-    let c = choose_engine(Classifier::from_pretrained(pre, &device), a.engine)?;
+    let c = choose_engine(
+        Classifier::from_pretrained(pre, &device),
+        precision,
+        a.engine,
+    )?;
     let p = a.preprocess.apply(c.preprocess().clone())?;
     Ok(Loaded {
         classifier: c.with_preprocess(p),

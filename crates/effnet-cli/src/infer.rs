@@ -10,7 +10,7 @@ use effnet::{Classifier, Device};
 use effnet_data::{DataError, collect_images, load_rgb};
 use image::RgbImage;
 
-use crate::args::{ModelArgs, PreprocessArgs, set_workers};
+use crate::args::{ModelArgs, PrecisionArgs, PreprocessArgs, set_workers};
 
 /// Output format (timm's `--results-format` names, plus `text`).
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -67,9 +67,11 @@ pub struct InferArgs {
     /// Device: cpu, wgpu or cuda (GPU backends when compiled in).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
+    /// Inference engine: native (effnet's CPU executor; the default on cpu in f32) or burn.
     #[arg(long, value_enum)]
     pub engine: Option<EngineArg>,
+    #[command(flatten)]
+    pub precision: PrecisionArgs,
     /// Output format; default: from the -o extension (.csv, .json, .jsonl), else text.
     #[arg(long, visible_alias = "results-format", value_enum)]
     pub format: Option<Format>,
@@ -101,8 +103,15 @@ pub enum EngineArg {
     Burn,
 }
 
-/// Applies `--engine` (absent: native on the cpu, burn elsewhere).
-pub fn choose_engine(c: Classifier, engine: Option<EngineArg>) -> anyhow::Result<Classifier> {
+/// Applies `--precision`, then `--engine` (absent: native on the cpu in f32, burn otherwise).
+pub fn choose_engine(
+    c: Classifier,
+    precision: effnet::ComputePrecision,
+    engine: Option<EngineArg>,
+) -> anyhow::Result<Classifier> {
+    let c = c
+        .with_precision(precision)
+        .map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
     let engine = match engine {
         None => effnet::Engine::Auto,
         Some(EngineArg::Native) => effnet::Engine::Native,
@@ -119,7 +128,8 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     }
     set_workers(a.workers)?;
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
-    let classifier = choose_engine(classifier(&a, &device)?, a.engine)?;
+    let precision = a.precision.get()?;
+    let classifier = choose_engine(classifier(&a, &device)?, precision, a.engine)?;
     let topk = a.topk.min(classifier.config().num_classes);
 
     let (files, listing_errors) = collect_images(&a.paths);

@@ -8,6 +8,7 @@ mod import;
 mod infer;
 mod native_bench;
 mod train;
+mod warmup;
 
 use std::process::ExitCode;
 
@@ -39,6 +40,10 @@ enum Command {
     Train(train::TrainArgs),
     /// Top-1/top-5 of weights on a labelled folder tree (timm validate.py-style JSON).
     Eval(eval::EvalArgs),
+    /// Compile and autotune GPU kernels for every shape a recipe (or model and size) uses,
+    /// into the on-disk cache later runs reuse ($EFFNET_CACHE_DIR, default
+    /// ~/.cache/effnet/cubecl).
+    Warmup(warmup::WarmupArgs),
     /// List the model presets with their parameter counts.
     Models,
 }
@@ -69,6 +74,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench::run(a),
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Warmup(a) => warmup::run(a),
         Command::Models => models(),
     };
     match result {

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
+use effnet::ComputePrecision;
 use effnet_train::report::{EpochStart, EvalProgress, RunInfo, StepInfo};
 use effnet_train::{EpochRow, Reporter, StopHandle, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -60,6 +61,10 @@ pub struct TrainArgs {
     /// Device (`device`: cpu, wgpu, cuda:0).
     #[arg(long)]
     pub device: Option<String>,
+    /// Compute precision (`train.precision`): f32, bf16 or f16 (mixed precision: f32 master
+    /// weights, optimiser state, BatchNorm and loss; f16 adds dynamic loss scaling).
+    #[arg(long, value_name = "f32|bf16|f16")]
+    pub precision: Option<String>,
     /// Start from these native weights, or `bundled` (`model.init_weights`).
     #[arg(long, alias = "initial-checkpoint")]
     pub init_weights: Option<String>,
@@ -94,6 +99,9 @@ impl TrainArgs {
         push("data.workers", self.workers.map(|x| x.to_string()));
         push("seed", self.seed.map(|x| x.to_string()));
         push("device", self.device.as_deref().map(q));
+        let precision =
+            (self.precision.as_deref()).and_then(|p| p.parse::<ComputePrecision>().ok());
+        push("train.precision", precision.map(|p| q(p.name())));
         push("model.init_weights", self.init_weights.as_deref().map(q));
         push("name", self.experiment.as_deref().map(q));
         v
@@ -101,6 +109,7 @@ impl TrainArgs {
 
     /// The recipe, the run folder and whether it resumes.
     fn resolve(&self) -> Result<(TrainConfig, PathBuf, bool)> {
+        crate::args::parse_precision(self.precision.as_deref())?;
         let overrides = self.overrides();
         if let Some(run) = &self.resume {
             let path = self

@@ -6,10 +6,11 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::Distribution;
 use burn::tensor::activation::{relu, sigmoid, silu};
+use burn::tensor::{Distribution, FloatDType};
 
 use crate::config::{Activation, BlockKind, PaddingMode, StageConfig};
+use crate::precision;
 
 /// Applies the configured activation.
 pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
@@ -20,11 +21,12 @@ pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
     }
 }
 
-/// Conv followed by its BatchNorm, unless the BN was folded into the conv (inference).
+/// Conv followed by its BatchNorm, unless the BN was folded into the conv (inference). Runs in
+/// the input's float type, BatchNorm in f32 (see [`crate::precision`]).
 pub fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
-    let y = conv.forward(x);
+    let y = precision::conv(conv, x);
     match bn {
-        Some(bn) => bn.forward(y),
+        Some(bn) => precision::batch_norm(bn, y),
         None => y,
     }
 }
@@ -129,7 +131,8 @@ impl DropPath {
         let keep = 1.0 - self.prob;
         let [b, _, _, _] = x.dims();
         let mask = Tensor::<4>::random([b, 1, 1, 1], Distribution::Bernoulli(keep), &x.device());
-        x * mask.div_scalar(keep)
+        let dtype: FloatDType = x.dtype().into();
+        x * mask.div_scalar(keep).cast(dtype)
     }
 }
 
@@ -170,8 +173,8 @@ impl SqueezeExcite {
     /// Gates `x` channel-wise.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let s = x.clone().mean_dim(3).mean_dim(2);
-        let s = activate(self.conv_reduce.forward(s), self.act);
-        x * sigmoid(self.conv_expand.forward(s))
+        let s = activate(precision::conv(&self.conv_reduce, s), self.act);
+        x * sigmoid(precision::conv(&self.conv_expand, s))
     }
 }
 

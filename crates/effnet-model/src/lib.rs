@@ -22,6 +22,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod precision;
 pub mod preprocess;
 pub mod presets;
 pub mod weights;
@@ -35,6 +36,7 @@ pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Roundin
 pub use device::{available_devices, parse_device};
 pub use error::ModelError;
 pub use model::{EfficientNet, FeatureInfo};
+pub use precision::ComputePrecision;
 pub use preprocess::PreprocessOverrides;
 pub use presets::{PRESETS, canonical_name, preset_names};
 pub use weights::{

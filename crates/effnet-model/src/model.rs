@@ -4,10 +4,12 @@ use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, Dropout, DropoutConfig, Initializer, Linear, LinearConfig};
 use burn::prelude::*;
+use burn::tensor::FloatDType;
 
 use crate::blocks::{Block, LayerSettings, activate, conv_bn, fold_bn};
 use crate::config::{Activation, EfficientNetConfig, StageConfig};
 use crate::error::ModelError;
+use crate::precision::{self, ComputePrecision};
 
 /// One feature map of the backbone (timm's `feature_info` entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,6 +100,21 @@ impl EfficientNet {
     /// Image batch `[B, 3, H, W]` to logits `[B, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward_head(self.forward_features(x), false)
+    }
+
+    /// [`forward`](Self::forward) computing in `precision` (mixed precision, see
+    /// [`crate::precision`]): the input is cast to it, parameters stay f32 and are cast per
+    /// layer, BatchNorm runs in f32, and the logits come back in f32.
+    pub fn forward_with(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<2> {
+        let x = x.cast(precision.float_dtype());
+        self.forward(x).cast(FloatDType::F32)
+    }
+
+    /// [`forward_inference`](Self::forward_inference) computing in `precision` (see
+    /// [`forward_with`](Self::forward_with)); logits in f32.
+    pub fn forward_inference_with(&self, x: Tensor<4>, precision: ComputePrecision) -> Tensor<2> {
+        let x = x.cast(precision.float_dtype());
+        self.forward_inference(x).cast(FloatDType::F32)
     }
 
     /// [`forward`](Self::forward) with the batch split into `parts` sub-batches run on rayon
@@ -213,7 +230,7 @@ impl EfficientNet {
         if pre_logits {
             return pooled;
         }
-        self.classifier.forward(self.dropout.forward(pooled))
+        precision::linear(&self.classifier, self.dropout.forward(pooled))
     }
 
     /// Replaces the classifier with a freshly initialised one for `num_classes` (fine-tuning).

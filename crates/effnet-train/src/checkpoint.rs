@@ -15,6 +15,8 @@ use effnet_model::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::precision::DynamicLossScaler;
+
 /// One row of `summary.csv` (one finished epoch).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct EpochRow {
@@ -71,6 +73,9 @@ pub struct TrainState {
     pub best_is_ema: bool,
     /// Finished epochs.
     pub history: Vec<EpochRow>,
+    /// Loss-scaler state of an f16 run (absent otherwise, and in checkpoints of older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scaler: Option<DynamicLossScaler>,
 }
 
 /// A checkpoint read back from disk.

@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use effnet_data::{Interpolation, RandAugment};
+use effnet_model::ComputePrecision;
 use serde::{Deserialize, Serialize};
+
+use crate::precision::LossScaleConfig;
 
 /// A whole training recipe.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -202,6 +205,11 @@ pub struct TrainSection {
     /// Limit the steps of every epoch (absent = whole epoch); for quick tests and smoke runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps_per_epoch: Option<usize>,
+    /// Compute precision of forward and backward (`f32`, `bf16`, `f16`); weights, optimiser
+    /// state, BatchNorm and the loss stay f32 (see [`effnet_model::precision`]).
+    pub precision: ComputePrecision,
+    /// Dynamic loss scaling, used when `precision = "f16"`.
+    pub loss_scale: LossScaleConfig,
 }
 
 impl Default for TrainSection {
@@ -215,6 +223,8 @@ impl Default for TrainSection {
             mixup_switch_prob: 0.5,
             clip_grad: 0.0,
             max_steps_per_epoch: None,
+            precision: ComputePrecision::F32,
+            loss_scale: LossScaleConfig::default(),
         }
     }
 }
@@ -437,6 +447,10 @@ pub struct TestingSection {
     /// Replace the loss by NaN at this global step (1-based), to exercise divergence handling.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub nan_at_step: Option<u64>,
+    /// Make the gradients infinite at this global step (1-based), to exercise the loss
+    /// scaler's skip (the loss itself stays finite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inf_grad_at_step: Option<u64>,
 }
 
 impl TrainConfig {
@@ -649,6 +663,7 @@ impl TrainSection {
         if !(t.clip_grad >= 0.0 && t.clip_grad.is_finite()) {
             bail!("train.clip_grad = {} must be >= 0", t.clip_grad);
         }
+        t.loss_scale.validate()?;
         if t.max_steps_per_epoch == Some(0) {
             bail!("train.max_steps_per_epoch must be >= 1 (leave it out for whole epochs)");
         }

@@ -17,15 +17,21 @@ pub mod ema;
 pub mod loss;
 pub mod optim;
 pub mod output;
+pub mod precision;
 pub mod report;
 pub mod run_folder;
 pub mod schedule;
 pub mod stop;
 pub mod trainer;
+pub mod warmup;
 
 pub use checkpoint::{Checkpointer, EpochRow};
 pub use config::TrainConfig;
+pub use precision::{DynamicLossScaler, LossScaleConfig, ScaleUpdate};
 pub use report::{Reporter, Silent};
 pub use schedule::{ProgressiveSchedule, Stage};
 pub use stop::StopHandle;
-pub use trainer::{Evaluation, TrainOutcome, Trainer, evaluate, evaluate_with, train, train_step};
+pub use trainer::{
+    Evaluation, StepOutcome, StepSettings, TrainOutcome, Trainer, evaluate, evaluate_with, train,
+    train_step, train_step_mixed,
+};

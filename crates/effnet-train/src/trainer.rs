@@ -12,7 +12,7 @@ use effnet_data::{
     Batch, BatchIter, ImageFolder, LoaderConfig, Mixup, Preprocess, TrainTransform, eval_batches,
     smooth_one_hot,
 };
-use effnet_model::{EfficientNet, EfficientNetConfig, load_native, parse_device};
+use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, load_native, parse_device};
 use serde_json::json;
 
 use crate::checkpoint::{self, Checkpointer, EpochRow, TrainState};
@@ -22,6 +22,7 @@ use crate::ema::{ModelEma, copy_weights};
 use crate::loss::{TopK, soft_target_cross_entropy};
 use crate::optim::{build_optimizer, clip_grad_norm};
 use crate::output;
+use crate::precision::{DynamicLossScaler, ScaleUpdate, unscale_and_check};
 use crate::report::{EpochStart, EvalProgress, Reporter, RunInfo, Silent, StepInfo};
 use crate::run_folder::{RunFolder, check_same_classes};
 use crate::schedule::{ProgressiveSchedule, Stage, learning_rate};
@@ -99,7 +100,7 @@ pub fn build_model(
     Ok((model, mc))
 }
 
-/// Top-1/top-5 and loss of `model` (inference copy) on `ds`.
+/// Top-1/top-5 and loss of `model` (inference copy) on `ds`, in f32.
 /// `epoch` and `which` only label the progress sent to `reporter`.
 #[allow(clippy::too_many_arguments)]
 pub fn evaluate(
@@ -112,12 +113,6 @@ pub fn evaluate(
     reporter: &mut dyn Reporter,
     tag: (usize, &str),
 ) -> Result<TopK> {
-    let logits = &mut |images: Vec<f32>, b: usize, size: usize| -> Result<Vec<f32>> {
-        let x = images_tensor(images, b, size, device);
-        (model.forward_inference(x).into_data())
-            .try_to_vec::<f32>()
-            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))
-    };
     let eval = Evaluation {
         ds,
         pre,
@@ -125,7 +120,34 @@ pub fn evaluate(
         workers,
         classes: model.num_classes(),
     };
-    evaluate_with(&eval, logits, reporter, tag)
+    let precision = ComputePrecision::F32;
+    evaluate_model(model, precision, &eval, device, reporter, tag)
+}
+
+/// [`evaluate`] of a burn model computing in `precision`.
+fn evaluate_model(
+    model: &EfficientNet,
+    precision: ComputePrecision,
+    eval: &Evaluation,
+    device: &Device,
+    reporter: &mut dyn Reporter,
+    tag: (usize, &str),
+) -> Result<TopK> {
+    // On GPUs a short last batch would be a new shape (new kernels, new autotune runs): it is
+    // padded with zeros to the full batch and the padding's logits are dropped.
+    let pad_to = (*device != Device::flex()).then_some(eval.batch_size);
+    let classes = eval.classes;
+    let logits = &mut |mut images: Vec<f32>, b: usize, size: usize| -> Result<Vec<f32>> {
+        let rows = pad_to.map_or(b, |n| n.max(b));
+        images.resize(rows * 3 * size * size, 0.0);
+        let x = images_tensor(images, rows, size, device);
+        let mut v = (model.forward_inference_with(x, precision).into_data())
+            .try_to_vec::<f32>()
+            .map_err(|e| anyhow::anyhow!("reading logits: {e:?}"))?;
+        v.truncate(b * classes);
+        Ok(v)
+    };
+    evaluate_with(eval, logits, reporter, tag)
 }
 
 /// What one evaluation pass reads: a labelled folder, its preprocessing and loader settings.
@@ -177,7 +199,7 @@ pub fn evaluate_with(
     Ok(k)
 }
 
-/// One optimisation step: forward, soft-target cross entropy, backward, optional global-norm
+/// One f32 optimisation step: forward, soft-target cross entropy, backward, optional global-norm
 /// clipping, optimiser update. Returns the updated model and the loss; a non-finite loss leaves
 /// the weights untouched (`poison` forces a NaN loss, for the divergence test hook).
 pub fn train_step(
@@ -189,19 +211,86 @@ pub fn train_step(
     clip_grad: f64,
     poison: bool,
 ) -> (EfficientNet, f64) {
-    let mut loss = soft_target_cross_entropy(model.forward(x), y);
-    if poison {
+    let settings = StepSettings {
+        lr,
+        clip_grad,
+        poison,
+        ..Default::default()
+    };
+    let (model, out) = train_step_mixed(model, optim, x, y, &settings, None);
+    (model, out.loss)
+}
+
+/// How one step of [`train_step_mixed`] runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepSettings {
+    /// Learning rate.
+    pub lr: f64,
+    /// Global gradient-norm clipping threshold (0 = off).
+    pub clip_grad: f64,
+    /// Compute precision of forward and backward.
+    pub precision: ComputePrecision,
+    /// Test hook: force a NaN loss.
+    pub poison: bool,
+    /// Test hook: make the gradients infinite (the loss stays finite).
+    pub inf_grad: bool,
+}
+
+/// What one step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepOutcome {
+    /// The (unscaled) loss; non-finite means nothing was updated.
+    pub loss: f64,
+    /// The weights were not updated (non-finite loss or gradients).
+    pub skipped: bool,
+    /// The loss scaler's verdict, when one is in use.
+    pub scale: Option<ScaleUpdate>,
+}
+
+/// One optimisation step in `settings.precision` (see [`effnet_model::precision`]): the loss is
+/// computed from f32 logits; with a `scaler` (f16) it is multiplied by the scale before the
+/// backward pass, the gradients are unscaled, and a step with inf/NaN gradients is skipped
+/// (weights and optimiser state untouched) while the scaler backs off.
+pub fn train_step_mixed(
+    model: EfficientNet,
+    optim: &mut ModuleOptimizer,
+    x: Tensor<4>,
+    y: Tensor<2>,
+    settings: &StepSettings,
+    scaler: Option<&mut DynamicLossScaler>,
+) -> (EfficientNet, StepOutcome) {
+    let mut loss = soft_target_cross_entropy(model.forward_with(x, settings.precision), y);
+    if settings.poison {
         loss = loss.mul_scalar(f64::NAN);
     }
     let loss_val = loss.clone().into_scalar::<f32>() as f64;
+    let outcome = |scale, skipped| StepOutcome {
+        loss: loss_val,
+        scale,
+        skipped,
+    };
     if !loss_val.is_finite() {
-        return (model, loss_val);
+        return (model, outcome(None, true));
     }
-    let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-    if clip_grad > 0.0 {
-        clip_grad_norm(&model, &mut grads, clip_grad);
+    let scale = scaler.as_ref().map_or(1.0, |s| s.scale);
+    if settings.inf_grad {
+        loss = loss.mul_scalar(f64::INFINITY);
     }
-    (optim.step(lr, model, grads), loss_val)
+    let mut grads = GradientsParams::from_grads(loss.mul_scalar(scale).backward(), &model);
+    // Only a scaled (f16) step, or the test hook, checks the gradients (as PyTorch's AMP).
+    let check = scaler.is_some() || settings.inf_grad;
+    let finite = !check || unscale_and_check(&model, &mut grads, scale);
+    let verdict = scaler.map(|s| s.update(finite));
+    if !finite {
+        return (model, outcome(verdict, true));
+    }
+    if settings.clip_grad > 0.0 {
+        clip_grad_norm(&model, &mut grads, settings.clip_grad);
+    }
+    (
+        optim.step(settings.lr, model, grads),
+        outcome(verdict, false),
+    )
 }
 
 fn report_skipped(reporter: &mut dyn Reporter, batch: &Batch) {
@@ -221,6 +310,13 @@ pub fn train(cfg: &TrainConfig, data: &Path, run_dir: &Path, resume: bool) -> Re
     trainer.run(&StopHandle::new())
 }
 
+/// The loss scaler an f16 run needs: the checkpoint's when resuming one, else a fresh one;
+/// none for f32 and bf16 (bf16 has f32's exponent range).
+fn loss_scaler(cfg: &TrainConfig, saved: Option<DynamicLossScaler>) -> Option<DynamicLossScaler> {
+    (cfg.train.precision == ComputePrecision::F16)
+        .then(|| saved.unwrap_or_else(|| DynamicLossScaler::new(cfg.train.loss_scale.clone())))
+}
+
 /// What is fixed for a whole run once the recipe, the data and the model are known; built before
 /// anything is written, so a bad recipe or data set leaves no run folder behind.
 struct Setup {
@@ -235,6 +331,13 @@ struct Setup {
 impl Setup {
     fn new(cfg: &TrainConfig, data: &Path) -> Result<Self> {
         let device = parse_device(&cfg.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+        let precision = cfg.train.precision;
+        if !precision.supported_on(&device) {
+            bail!(
+                "train.precision = {precision} is not supported on device {}",
+                cfg.device
+            );
+        }
         let splits = open_splits(data, cfg)?;
         let n_classes = splits.train.classes.len();
         if let Some(n) = cfg.model.num_classes
@@ -319,6 +422,7 @@ impl Trainer {
         let state = TrainState {
             seed: cfg.seed,
             best_top1: -1.0,
+            loss_scaler: loss_scaler(cfg, None),
             ..Default::default()
         };
         output::write_summary(run_dir, &[])?;
@@ -349,7 +453,8 @@ impl Trainer {
             preprocess,
             optim,
         } = setup;
-        let l = checkpoint::load(run_dir, &device, optim)?;
+        let mut l = checkpoint::load(run_dir, &device, optim)?;
+        l.state.loss_scaler = loss_scaler(cfg, l.state.loss_scaler.take());
         let ema = match (cfg.ema.enabled, l.ema) {
             (true, Some(e)) => {
                 let mut m = ModelEma::new(e, cfg.ema.decay, cfg.ema.warmup, cfg.ema.warmup_power);
@@ -664,14 +769,11 @@ impl Trainer {
         )
     }
 
-    /// Forward, loss, backward, update; a non-finite loss is an error naming the last good
-    /// checkpoint (the weights are not updated).
-    fn optimise(&mut self, plan: &EpochPlan, i: usize, batch: Batch, lr: f64) -> Result<f64> {
+    /// The image and soft-target tensors of batch `i` (mixup/cutmix or smoothed one-hot).
+    fn batch_tensors(&self, plan: &EpochPlan, i: usize, batch: Batch) -> (Tensor<4>, Tensor<2>) {
         let cfg = &self.cfg;
         let n_classes = self.splits.train.classes.len();
         let b = batch.labels.len();
-        let ad = &self.ad;
-        ad.seed(mix(cfg.seed ^ mix(self.state.global_step)));
         let mut images = batch.images;
         let targets = if plan.mixup.enabled() {
             let mut rng = batch_rng(cfg.seed, plan.epoch as u64, i as u64);
@@ -680,35 +782,67 @@ impl Trainer {
         } else {
             smooth_one_hot(&batch.labels, n_classes, cfg.train.label_smoothing)
         };
-        let x = images_tensor(images, b, batch.size, ad);
-        let y = Tensor::<2>::from_data(TensorData::new(targets, [b, n_classes]), ad);
-        let poison = cfg.testing.nan_at_step == Some(self.state.global_step);
-        let model = self.model.take().expect("model present between steps");
-        let (next, loss) = train_step(
-            model,
-            &mut self.optim,
-            x,
-            y,
+        let x = images_tensor(images, b, batch.size, &self.ad);
+        let y = Tensor::<2>::from_data(TensorData::new(targets, [b, n_classes]), &self.ad);
+        (x, y)
+    }
+
+    /// Forward, loss, backward, update in the recipe's precision; a non-finite loss is an error
+    /// naming the last good checkpoint (the weights are not updated); inf/NaN gradients of a
+    /// scaled (f16) step skip the update and are reported.
+    fn optimise(&mut self, plan: &EpochPlan, i: usize, batch: Batch, lr: f64) -> Result<f64> {
+        let step = self.state.global_step;
+        self.ad.seed(mix(self.cfg.seed ^ mix(step)));
+        let (x, y) = self.batch_tensors(plan, i, batch);
+        let testing = &self.cfg.testing;
+        let settings = StepSettings {
             lr,
-            cfg.train.clip_grad,
-            poison,
-        );
+            clip_grad: self.cfg.train.clip_grad,
+            precision: self.cfg.train.precision,
+            poison: testing.nan_at_step == Some(step),
+            inf_grad: testing.inf_grad_at_step == Some(step),
+        };
+        let model = self.model.take().expect("model present between steps");
+        let scaler = self.state.loss_scaler.as_mut();
+        let (next, out) = train_step_mixed(model, &mut self.optim, x, y, &settings, scaler);
         self.model = Some(next);
+        let loss = out.loss;
         if !loss.is_finite() {
             let last = checkpoint::latest(self.folder.path())
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|_| "none yet".into());
             bail!(
-                "loss is {loss} at epoch {} step {} (global step {}, lr {lr:.3e}): \
+                "loss is {loss} at epoch {} step {} (global step {step}, lr {lr:.3e}): \
                  training diverged; weights were not updated. Last good checkpoint: {last}. \
                  Lower the learning rate (optim.lr / optim.lr_base) or set train.clip_grad \
                  and resume.",
                 plan.epoch + 1,
                 i + 1,
-                self.state.global_step
             );
         }
+        if out.skipped {
+            self.report_gradient_skip(out.scale)?;
+        }
         Ok(loss)
+    }
+
+    /// A step skipped for inf/NaN gradients: one warning and a `log.jsonl` record.
+    fn report_gradient_skip(&mut self, scale: Option<ScaleUpdate>) -> Result<()> {
+        let step = self.state.global_step;
+        let new_scale = match scale {
+            Some(ScaleUpdate::Skipped { new_scale }) => Some(new_scale),
+            _ => None,
+        };
+        let scale_text = new_scale.map_or(String::new(), |s| format!("; loss scale now {s}"));
+        (self.reporter).warning(&format!(
+            "step {step} skipped: inf/NaN gradients, weights not updated{scale_text}"
+        ));
+        let skipped = self.state.loss_scaler.as_ref().map(|s| s.skipped_steps);
+        output::append_log(
+            self.folder.path(),
+            &json!({"kind": "skip", "step": step, "reason": "non-finite gradients",
+                    "loss_scale": new_scale, "skipped_total": skipped}),
+        )
     }
 
     fn save_checkpoint(&self) -> Result<PathBuf> {
@@ -718,37 +852,36 @@ impl Trainer {
             .save(&model, ema, &self.optim, &self.state)
     }
 
-    /// Top-1/top-5 and loss of the raw and (when kept) EMA weights on the validation split.
+    /// Top-1/top-5 and loss of the raw and (when kept) EMA weights on the validation split, in
+    /// the recipe's precision.
     pub fn evaluate(&mut self, epoch: usize) -> Result<(TopK, Option<TopK>)> {
-        let bs = self
-            .cfg
-            .data
-            .eval_batch_size
-            .unwrap_or(self.cfg.train.batch_size);
-        let workers = self.cfg.data.workers;
+        let cfg = &self.cfg;
+        let eval = Evaluation {
+            ds: &self.splits.val,
+            pre: &self.preprocess,
+            batch_size: cfg.data.eval_batch_size.unwrap_or(cfg.train.batch_size),
+            workers: cfg.data.workers,
+            classes: self.splits.train.classes.len(),
+        };
+        let precision = cfg.train.precision;
         let raw_model = self.model().valid();
         let reporter = self.reporter.as_mut();
-        let raw = evaluate(
+        let device = &self.device;
+        let raw = evaluate_model(
             &raw_model,
-            &self.splits.val,
-            &self.preprocess,
-            bs,
-            workers,
-            &self.device,
+            precision,
+            &eval,
+            device,
             reporter,
             (epoch, "raw"),
         )?;
         let ema = match &self.ema {
-            Some(e) => Some(evaluate(
-                &e.model,
-                &self.splits.val,
-                &self.preprocess,
-                bs,
-                workers,
-                &self.device,
-                reporter,
-                (epoch, "EMA"),
-            )?),
+            Some(e) => {
+                let tag = (epoch, "EMA");
+                Some(evaluate_model(
+                    &e.model, precision, &eval, device, reporter, tag,
+                )?)
+            }
             None => None,
         };
         Ok((raw, ema))

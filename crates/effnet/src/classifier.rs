@@ -5,7 +5,7 @@ use std::path::Path;
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
 use effnet_data::Preprocess;
-use effnet_model::{EfficientNet, EfficientNetConfig, ModelError, Pretrained};
+use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, ModelError, Pretrained};
 use image::RgbImage;
 use rayon::prelude::*;
 
@@ -71,6 +71,7 @@ pub struct Classifier {
     labels: Vec<String>,
     device: Device,
     native: Option<effnet_cpu::Executor>,
+    precision: ComputePrecision,
 }
 
 impl Classifier {
@@ -141,6 +142,7 @@ impl Classifier {
             labels,
             device: device.clone(),
             native,
+            precision: ComputePrecision::F32,
         }
     }
 
@@ -156,6 +158,13 @@ impl Classifier {
                     "the native engine runs on the cpu device only".into(),
                 ));
             }
+            Engine::Native if self.precision.is_half() => {
+                return Err(ModelError::Config(format!(
+                    "the native engine computes in f32 only; precision {} needs the burn engine \
+                     (engine auto or burn)",
+                    self.precision
+                )));
+            }
             Engine::Native => {
                 let exec = effnet_cpu::Executor::from_model(&self.model, &self.config)
                     .map_err(|e| ModelError::Config(e.to_string()))?;
@@ -163,6 +172,27 @@ impl Classifier {
             }
         }
         Ok(self)
+    }
+
+    /// Computes in `precision` (mixed precision, timm's `--amp`): f32 weights cast per layer,
+    /// BatchNorm and the logits in f32. The native CPU executor is f32-only, so a half precision
+    /// switches [`Engine::Auto`] to burn; a device without that float type is an error.
+    pub fn with_precision(mut self, precision: ComputePrecision) -> Result<Self, ModelError> {
+        if !precision.supported_on(&self.device) {
+            return Err(ModelError::Config(format!(
+                "precision {precision} is not supported on this device"
+            )));
+        }
+        if precision.is_half() {
+            self.native = None;
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// The compute precision of the forward pass.
+    pub fn precision(&self) -> ComputePrecision {
+        self.precision
     }
 
     /// The engine in use: [`Engine::Native`] or [`Engine::Burn`].
@@ -234,7 +264,7 @@ impl Classifier {
     pub fn logits(&self, images: &[RgbImage]) -> Tensor<2> {
         match &self.native {
             Some(exec) => self.native_logits(exec, images),
-            None => self.model.forward_inference(self.batch_tensor(images)),
+            None => (self.model).forward_inference_with(self.batch_tensor(images), self.precision),
         }
     }
 
@@ -256,9 +286,12 @@ impl Classifier {
                     TensorData::new(values, [batch, 3, size, size]),
                     &self.device,
                 );
-                (self.model.forward_inference(x).into_data())
-                    .try_to_vec::<f32>()
-                    .map_err(|e| read_err(format!("{e:?}")))
+                (self
+                    .model
+                    .forward_inference_with(x, self.precision)
+                    .into_data())
+                .try_to_vec::<f32>()
+                .map_err(|e| read_err(format!("{e:?}")))
             }
         }
     }

@@ -31,8 +31,8 @@ pub use classifier::BUNDLED_WEIGHTS;
 pub use classifier::{Classifier, Engine, Prediction, bundled_pretrained};
 pub use effnet_data::{DataError, Interpolation, Preprocess, collect_images, load_rgb};
 pub use effnet_model::{
-    EfficientNet, EfficientNetConfig, FeatureInfo, ModelError, PreprocessOverrides, Pretrained,
-    available_devices, parse_device, preset_names,
+    ComputePrecision, EfficientNet, EfficientNetConfig, FeatureInfo, ModelError,
+    PreprocessOverrides, Pretrained, available_devices, parse_device, preset_names,
 };
 pub use error::Error;
 pub use labels::{default_labels, imagenet_labels, read_labels};
