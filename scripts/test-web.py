@@ -3,8 +3,9 @@
 scripts/build-web.sh) on a free local port, opens `index.html?auto=photos/chelsea.png&report=1`
 in headless Chromium, and waits for the page to POST its outcome to /result. Then checks that
 the page ranks tiger cat first with the probability the native library gives for the same f16
-weights (`effnet infer --weights web/dist/lite0_f16.bpk --format json`), within 0.01, and prints
-the page's timings and weight.
+weights (`effnet infer --weights web/dist/lite0_f16.bpk --format json`), within 0.01, that a
+file that is not an image (`?auto=index.html`) gives one error line naming it, and prints the
+page's timings and weight.
 
 Usage: scripts/test-web.py [--dist web/dist] [--repeat 10] [--chromium chromium]
        [--effnet PATH] [--webgpu] [--json OUT]
@@ -104,8 +105,15 @@ def main():
     extra = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=swiftshader",
              "--use-webgpu-adapter=swiftshader"] if args.webgpu else []
     page = run_page(args.chromium, url, results, args.timeout, extra)
+    # A file that is not an image: the page must report one error line naming it.
+    results.clear()
+    bad_url = url.replace(f"photos/{PHOTO}", "index.html").replace(f"repeat={args.repeat}", "repeat=0")
+    bad = run_page(args.chromium, bad_url, results, args.timeout, extra)
     server.shutdown()
 
+    if bad.get("status") != "error" or "index.html" not in bad.get("error", "") or "\n" in bad["error"]:
+        sys.exit(f"FAIL: a non-image should give one error line naming it, got {bad}")
+    print(f"non-image file: the page says: {bad['error']}")
     if page.get("status") != "done":
         sys.exit(f"FAIL: the page reported an error: {page.get('error')}")
     native = native_reference(args.effnet, weights, os.path.join(ROOT, "tests", "data", "photos", PHOTO))
