@@ -120,6 +120,9 @@ def main():
     got = page["top"][0]
     want = native[0]
     diff = abs(got["prob"] - want["prob"])
+    # The f32 bundled weights' reference (tests/data/photos/reference.json): f16 costs ~1e-3.
+    with open(os.path.join(ROOT, "tests", "data", "photos", "reference.json")) as f:
+        f32_prob = json.load(f)["top5"][PHOTO][0]["prob"]
     with open(wasm, "rb") as f:
         raw = f.read()
     figures = {
@@ -130,6 +133,7 @@ def main():
         "prob_browser": got["prob"],
         "prob_native": want["prob"],
         "prob_abs_diff": diff,
+        "prob_native_f32_weights": f32_prob,
         "max_abs_diff_top5": max(abs(a["prob"] - b["prob"]) for a, b in zip(page["top"], native)),
         "first_ms": page["first_ms"],
         "steady_ms_median": page["steady_ms"],
@@ -144,6 +148,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"figures": figures, "page": page, "native": native}, f, indent=1)
+    if abs(got["prob"] - f32_prob) > TOLERANCE:
+        sys.exit(f"FAIL: tiger cat probability {got['prob']:.4f} vs {f32_prob:.4f} with the f32 weights")
     if got["label"] != "tiger cat" or got["index"] != want["index"]:
         sys.exit(f"FAIL: top-1 is {got['label']!r} ({got['index']}), native says {want['label']!r}")
     if diff > TOLERANCE:
