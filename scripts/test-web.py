@@ -8,7 +8,7 @@ file that is not an image (`?auto=index.html`) gives one error line naming it, a
 page's timings and weight.
 
 Usage: scripts/test-web.py [--dist web/dist] [--repeat 10] [--chromium chromium]
-       [--effnet PATH] [--webgpu] [--json OUT]
+       [--effnet PATH] [--webgpu] [--backend auto|cpu|webgpu] [--json OUT]
 Standard library only. Exit status 0 when the check passes.
 """
 import argparse
@@ -89,6 +89,8 @@ def main():
     ap.add_argument("--effnet", default=os.environ.get("EFFNET", os.path.join(target, "release", "effnet")))
     ap.add_argument("--webgpu", action="store_true",
                     help="also ask Chromium for WebGPU (--enable-unsafe-webgpu, SwiftShader) and report the adapter")
+    ap.add_argument("--backend", choices=["auto", "cpu", "webgpu"], default="auto",
+                    help="the page's backend: auto (WebGPU when Chromium offers an adapter), cpu or webgpu")
     ap.add_argument("--timeout", type=float, default=300)
     ap.add_argument("--json", help="write the page's outcome and the figures here")
     args = ap.parse_args()
@@ -102,6 +104,8 @@ def main():
     results = []
     server = serve(args.dist, results)
     url = f"http://127.0.0.1:{server.server_address[1]}/index.html?auto=photos/{PHOTO}&repeat={args.repeat}&report=1"
+    if args.backend != "auto":
+        url += f"&backend={args.backend}"
     extra = ["--enable-unsafe-webgpu", "--enable-features=Vulkan", "--use-angle=swiftshader",
              "--use-webgpu-adapter=swiftshader"] if args.webgpu else []
     page = run_page(args.chromium, url, results, args.timeout, extra)
@@ -129,6 +133,7 @@ def main():
         "browser": subprocess.run([args.chromium, "--version"], capture_output=True, text=True).stdout.strip(),
         "backend": page.get("backend"),
         "webgpu": page.get("webgpu"),
+        "webgpu_error": page.get("webgpu_error"),
         "top1": got["label"],
         "prob_browser": got["prob"],
         "prob_native": want["prob"],

@@ -1,5 +1,7 @@
 // The page's logic: load the wasm build of effnet and the weights, then classify whatever photo
-// is picked or dropped. `?auto=URL[&repeat=N][&report=1]` classifies URL once plus N timed
+// is picked or dropped. WebGPU (burn's wgpu backend) runs the model when the browser offers an
+// adapter, the CPU (effnet-cpu executor) otherwise or when WebGPU fails; `?backend=cpu` or
+// `?backend=webgpu` forces one. `?auto=URL[&repeat=N][&report=1]` classifies URL once plus N timed
 // repeats without user input and writes the outcome as JSON into #result (and, with report=1,
 // POSTs it to /result: that is how scripts/test-web.py reads it from headless Chromium).
 import init, { EffnetClassifier } from "./pkg/effnet_web.js";
@@ -7,8 +9,19 @@ import init, { EffnetClassifier } from "./pkg/effnet_web.js";
 const WEIGHTS = "lite0_f16.bpk";
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
+const CPU = "cpu (effnet-cpu executor, wasm32, 1 thread)";
 let classifier = null;
-let backend = "cpu (effnet-cpu executor, wasm32, 1 thread)";
+let backend = CPU;
+let onGpu = false;
+let weightsBytes = null;
+
+// After a WebGPU failure: the CPU classifier from the same weights.
+function fallBackToCpu(load, e) {
+  load.webgpu_error = String(e && e.message ? e.message : e);
+  classifier = new EffnetClassifier(weightsBytes);
+  onGpu = false;
+  backend = CPU + " after a WebGPU failure";
+}
 
 function showError(message) {
   $("error").textContent = "Error: " + String(message).split("\n")[0];
@@ -39,9 +52,9 @@ function showTop(result, name, ms) {
 }
 
 // Decode + preprocess + forward + softmax of one image file's bytes; returns [result, ms].
-function classifyBytes(bytes, name) {
+async function classifyBytes(bytes, name) {
   const t0 = performance.now();
-  const json = classifier.classify(bytes, name, 5);
+  const json = onGpu ? await classifier.classify_async(bytes, name, 5) : classifier.classify(bytes, name, 5);
   const ms = performance.now() - t0;
   return [JSON.parse(json), ms];
 }
@@ -53,7 +66,7 @@ async function classifyFile(file) {
   $("preview").style.display = "block";
   try {
     const bytes = new Uint8Array(await file.arrayBuffer());
-    const [result, ms] = classifyBytes(bytes, file.name);
+    const [result, ms] = await classifyBytes(bytes, file.name);
     showTop(result, file.name, ms);
   } catch (e) {
     $("top").hidden = true;
@@ -87,12 +100,20 @@ async function autoRun(load) {
   try {
     const bytes = await fetchBytes(url);
     const name = url.split("/").pop();
-    const [result, first] = classifyBytes(bytes, name);
+    let result, first;
+    try {
+      [result, first] = await classifyBytes(bytes, name);
+    } catch (e) {
+      if (!onGpu || params.get("backend") === "webgpu") throw e;
+      fallBackToCpu(load, e);
+      [result, first] = await classifyBytes(bytes, name);
+    }
     const times = [];
-    for (let i = 0; i < repeat; i++) times.push(classifyBytes(bytes, name)[1]);
+    for (let i = 0; i < repeat; i++) times.push((await classifyBytes(bytes, name))[1]);
     times.sort((a, b) => a - b);
-    Object.assign(out, {
+    Object.assign(out, load, {
       status: "done",
+      backend,
       ...result,
       first_ms: first,
       steady_ms: times.length ? times[Math.floor(times.length / 2)] : null,
@@ -121,12 +142,24 @@ async function main() {
     load.wasm_init_ms = performance.now() - t;
     t = performance.now();
     const weights = await fetchBytes(WEIGHTS);
+    weightsBytes = weights;
     load.weights_fetch_ms = performance.now() - t;
+    load.webgpu = await webgpuStatus();
     t = performance.now();
-    classifier = new EffnetClassifier(weights);
+    const want = params.get("backend") || (load.webgpu.startsWith("adapter") ? "webgpu" : "cpu");
+    if (want === "webgpu") {
+      try {
+        classifier = await EffnetClassifier.webgpu(weights);
+        onGpu = true;
+        backend = "WebGPU (burn wgpu, " + load.webgpu + ")";
+      } catch (e) {
+        load.webgpu_error = String(e && e.message ? e.message : e);
+        if (params.get("backend") === "webgpu") throw e;
+      }
+    }
+    if (!classifier) classifier = new EffnetClassifier(weights);
     load.model_load_ms = performance.now() - t;
     load.model = JSON.parse(classifier.info());
-    load.webgpu = await webgpuStatus();
     $("status").textContent =
       `${load.model.model}, ${load.model.classes} classes, ${(weights.length / 1e6).toFixed(1)} MB of weights; ` +
       `runs on ${backend} (WebGPU: ${load.webgpu}).`;

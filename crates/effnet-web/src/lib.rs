@@ -6,8 +6,9 @@
 //! (`EffnetClassifier` in the generated `effnet_web.js`, see `web/app.js`).
 //!
 //! The forward pass is [`effnet::Classifier`]'s: the dedicated CPU executor (`effnet-cpu`,
-//! single-threaded in the browser), with the preprocessing stored in the weights file
-//! (resize, center crop, mean/std), exactly as `effnet infer` runs it.
+//! single-threaded in the browser), or burn's wgpu backend on the browser's WebGPU device
+//! ([`WebClassifier::on_device`], [`WebClassifier::classify_async`]), with the preprocessing
+//! stored in the weights file (resize, center crop, mean/std), exactly as `effnet infer` runs it.
 
 #![warn(missing_docs)]
 
@@ -133,6 +134,64 @@ impl WebClassifier {
             mean: p.mean,
             std: p.std,
         }
+    }
+
+    /// Loads weights onto `device` (e.g. a WebGPU device from
+    /// `Device::wgpu_options().init_async()`); off the CPU the forward pass is burn's.
+    pub fn on_device(weights: &[u8], device: &Device) -> Result<Self, String> {
+        let pre = effnet::reexports::effnet_model::load_native_bytes(
+            Path::new("weights"),
+            weights.to_vec(),
+            device,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            inner: Classifier::from_pretrained(pre, device),
+        })
+    }
+
+    /// [`classify`](Self::classify) with an asynchronous read-back of the probabilities, as a
+    /// GPU device in a browser requires (WebGPU cannot block the page's thread).
+    pub async fn classify_async(
+        &self,
+        image: &[u8],
+        name: &str,
+        k: usize,
+    ) -> Result<Classification, String> {
+        use effnet::reexports::burn::tensor::activation::softmax;
+        let rgb = effnet::reexports::effnet_data::decode_rgb(image, name)
+            .map_err(|e| effnet::reexports::effnet_data::one_line(&e.to_string()))?;
+        let logits = self.inner.logits(std::slice::from_ref(&rgb));
+        let data = softmax(logits, 1)
+            .into_data_async()
+            .await
+            .map_err(|e| format!("{name}: reading the probabilities back: {e:?}"))?;
+        let probs: Vec<f32> = data
+            .convert::<f32>()
+            .try_into_vec::<f32>()
+            .map_err(|e| format!("{name}: reading the probabilities back: {e:?}"))?;
+        let labels = self.inner.labels();
+        let mut idx: Vec<usize> = (0..probs.len()).collect();
+        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
+        let top: Vec<Ranked> = idx
+            .into_iter()
+            .take(k.max(1))
+            .map(|i| Ranked {
+                index: i,
+                label: labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
+                prob: probs[i],
+            })
+            .collect();
+        if top.iter().any(|p| !p.prob.is_finite()) {
+            return Err(format!(
+                "{name}: the model produced non-finite probabilities"
+            ));
+        }
+        Ok(Classification {
+            width: rgb.width(),
+            height: rgb.height(),
+            top,
+        })
     }
 
     /// The classifier underneath.

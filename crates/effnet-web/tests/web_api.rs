@@ -78,3 +78,32 @@ fn bad_weights_are_one_line_errors() {
         assert!(!e.is_empty() && !e.contains('\n'), "{e}");
     }
 }
+
+#[test]
+fn async_read_back_gives_the_same_answer() {
+    use std::task::{Context, Poll, Waker};
+    let web = web();
+    let bytes = std::fs::read(root().join("tests/data/photos/chelsea.png")).unwrap();
+    let sync = web.classify(&bytes, "chelsea.png", 5).unwrap();
+    let mut fut = std::pin::pin!(web.classify_async(&bytes, "chelsea.png", 5));
+    let mut cx = Context::from_waker(Waker::noop());
+    // On the CPU the read-back is ready at once; a bounded poll loop keeps a bug from hanging.
+    let got = (0..1000)
+        .find_map(|_| match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(r) => Some(r),
+            Poll::Pending => None,
+        })
+        .expect("the CPU read-back completes")
+        .unwrap();
+    assert_eq!(got, sync);
+    let e = (0..1000)
+        .find_map(
+            |_| match std::pin::pin!(web.classify_async(b"nope", "x.jpg", 5)).poll(&mut cx) {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            },
+        )
+        .unwrap()
+        .unwrap_err();
+    assert!(e.contains("x.jpg") && !e.contains('\n'), "{e}");
+}
