@@ -44,7 +44,7 @@ rm -rf "$dist"
 mkdir -p "$dist/pkg" "$dist/photos"
 wasm-bindgen --target web --no-typescript --out-dir "$dist/pkg" "$wasm"
 # wasm-opt (binaryen) is opt-in (EFFNET_WASM_OPT=1): Debian 12's binaryen 108 shrinks the wasm
-# by 18 % (6.8 -> 5.6 MB; gzipped 1.30 -> 1.25 MB) but breaks wasm-bindgen's externref table,
+# by 18 % (6.8 -> 5.6 MB, gzipped 1.30 -> 1.25 MB, measured before WebGPU was added) but breaks wasm-bindgen's externref table,
 # and the page then fails with "WebAssembly.Table.set(): Argument 1 is invalid for table".
 if [ "${EFFNET_WASM_OPT:-0}" = 1 ]; then
   wasm-opt -O3 -all "$dist/pkg/effnet_web_bg.wasm" -o "$dist/pkg/effnet_web_bg.opt.wasm"
