@@ -3,7 +3,11 @@
 
 use std::cell::RefCell;
 use std::sync::Mutex;
+#[cfg(not(target_arch = "wasm32"))]
 use std::time::Instant;
+// std's clock panics on wasm32-unknown-unknown; web-time reads the browser's `performance.now()`.
+#[cfg(target_arch = "wasm32")]
+use web_time::Instant;
 
 use rayon::prelude::*;
 
