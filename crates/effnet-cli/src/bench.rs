@@ -87,6 +87,30 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     crate::args::set_workers(a.workers)?;
     let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
     let cfg = EfficientNetConfig::from_name_or_file(&a.model)?;
+    let r = settings(&a, &cfg, &device)?;
+    let native = use_native(&a, r.precision)?;
+    let (first, mut times, params) = if a.train {
+        time_training(&cfg, &r, &device)
+    } else if native {
+        crate::native_bench::time(&cfg, &r)?
+    } else {
+        time_inference(&cfg, &r, &device)
+    };
+    times.sort_by(f64::total_cmp);
+    let median = times[times.len() / 2];
+    let measured = Measured {
+        engine: if native { "native" } else { "burn" },
+        median,
+        first,
+        // timm reports parameters in millions, rounded to 2 decimals.
+        param_count: (params as f64 / 1e4).round() / 100.0,
+    };
+    report(&a, &cfg, &r, &measured);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The run's settings after defaults, refused when out of range or too large for memory.
+fn settings(a: &BenchArgs, cfg: &EfficientNetConfig, device: &Device) -> anyhow::Result<Run> {
     let default_size = if a.train {
         cfg.train_size
     } else {
@@ -101,7 +125,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         profile: a.profile,
         precision: a.precision.get()?,
     };
-    if !r.precision.supported_on(&device) {
+    if !r.precision.supported_on(device) {
         anyhow::bail!(
             "--precision {} is not supported on {}",
             r.precision,
@@ -116,59 +140,66 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     } else {
         effnet_model::Workload::Inference
     };
-    effnet_model::check_fits(&cfg, r.batch, r.size, workload)?;
-    let native = use_native(&a, r.precision)?;
-    let (first, mut times, params) = if a.train {
-        time_training(&cfg, &r, &device)
-    } else if native {
-        crate::native_bench::time(&cfg, &r)?
-    } else {
-        time_inference(&cfg, &r, &device)
-    };
-    let engine = if native { "native" } else { "burn" };
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    let ips = r.batch as f64 / median;
+    effnet_model::check_fits(cfg, r.batch, r.size, workload)?;
+    Ok(r)
+}
+
+/// What one benchmark measured.
+struct Measured {
+    engine: &'static str,
+    /// Median seconds per iteration.
+    median: f64,
+    /// Seconds of the first (untimed) iteration.
+    first: f64,
+    /// Parameters in millions.
+    param_count: f64,
+}
+
+/// Prints the result as a line, or as timm benchmark.py's JSON record with `--json`.
+fn report(a: &BenchArgs, cfg: &EfficientNetConfig, r: &Run, m: &Measured) {
+    let ips = r.batch as f64 / m.median;
     let prefix = if a.train { "train" } else { "infer" };
-    // timm reports parameters in millions, rounded to 2 decimals.
-    let param_count = (params as f64 / 1e4).round() / 100.0;
     if a.json {
         let mut rec = serde_json::Map::new();
         rec.insert("model".into(), cfg.name.clone().into());
         rec.insert("device".into(), a.device.clone().into());
-        rec.insert("engine".into(), engine.into());
+        rec.insert("engine".into(), m.engine.into());
         rec.insert("precision".into(), r.precision.name().into());
         for (key, value) in [
             (
                 "samples_per_sec",
                 serde_json::json!((ips * 100.0).round() / 100.0),
             ),
-            ("step_time", serde_json::json!((median * 1e6).round() / 1e3)),
+            (
+                "step_time",
+                serde_json::json!((m.median * 1e6).round() / 1e3),
+            ),
             ("batch_size", serde_json::json!(r.batch)),
             ("img_size", serde_json::json!(r.size)),
         ] {
             rec.insert(format!("{prefix}_{key}"), value);
         }
-        rec.insert("param_count".into(), param_count.into());
-        rec.insert("first_iter_s".into(), first.into());
+        rec.insert("param_count".into(), m.param_count.into());
+        rec.insert("first_iter_s".into(), m.first.into());
         rec.insert("iters".into(), r.iters.into());
         println!("{}", serde_json::Value::Object(rec));
     } else {
         println!(
-            "{prefix} {} on {} ({engine}, {}): batch_size {} img_size {} param_count {param_count}M: \
+            "{prefix} {} on {} ({}, {}): batch_size {} img_size {} param_count {}M: \
              {:.1} samples/s, step_time {:.1} ms (median of {}); first iteration {:.2} s",
             cfg.name,
             a.device,
+            m.engine,
             r.precision,
             r.batch,
             r.size,
+            m.param_count,
             ips,
-            median * 1e3,
+            m.median * 1e3,
             r.iters,
-            first
+            m.first
         );
     }
-    Ok(ExitCode::SUCCESS)
 }
 
 /// Whether inference runs on the native CPU executor (`--engine`, default native on cpu in f32;

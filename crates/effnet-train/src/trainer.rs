@@ -317,6 +317,19 @@ fn loss_scaler(cfg: &TrainConfig, saved: Option<DynamicLossScaler>) -> Option<Dy
         .then(|| saved.unwrap_or_else(|| DynamicLossScaler::new(cfg.train.loss_scale.clone())))
 }
 
+/// The recipe's device, checked to support the recipe's compute precision.
+pub(crate) fn recipe_device(cfg: &TrainConfig) -> Result<Device> {
+    let device = parse_device(&cfg.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+    let precision = cfg.train.precision;
+    if !precision.supported_on(&device) {
+        bail!(
+            "train.precision = {precision} is not supported on device {}",
+            cfg.device
+        );
+    }
+    Ok(device)
+}
+
 /// What is fixed for a whole run once the recipe, the data and the model are known; built before
 /// anything is written, so a bad recipe or data set leaves no run folder behind.
 struct Setup {
@@ -330,14 +343,7 @@ struct Setup {
 
 impl Setup {
     fn new(cfg: &TrainConfig, data: &Path) -> Result<Self> {
-        let device = parse_device(&cfg.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
-        let precision = cfg.train.precision;
-        if !precision.supported_on(&device) {
-            bail!(
-                "train.precision = {precision} is not supported on device {}",
-                cfg.device
-            );
-        }
+        let device = recipe_device(cfg)?;
         let splits = open_splits(data, cfg)?;
         let n_classes = splits.train.classes.len();
         if let Some(n) = cfg.model.num_classes

@@ -7,16 +7,16 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use effnet_model::{ComputePrecision, EfficientNetConfig, parse_device};
+use effnet_model::{ComputePrecision, EfficientNetConfig};
 
 use crate::config::TrainConfig;
 use crate::optim::build_optimizer;
 use crate::precision::DynamicLossScaler;
 use crate::schedule::ProgressiveSchedule;
-use crate::trainer::{StepSettings, build_model, train_step_mixed};
+use crate::trainer::{StepSettings, build_model, recipe_device, train_step_mixed};
 
 /// What one warm-up item runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -71,14 +71,8 @@ pub fn warmup_shapes(cfg: &TrainConfig, eval_size: usize) -> Vec<WarmShape> {
 /// too) with the recipe's model, device, optimiser and precision, on random data; returns the
 /// seconds it took.
 pub fn warm_up(cfg: &TrainConfig, model_cfg: &EfficientNetConfig, shape: WarmShape) -> Result<f64> {
-    let device = parse_device(&cfg.device).map_err(|e| anyhow::anyhow!("device: {e}"))?;
+    let device = recipe_device(cfg)?;
     let precision = cfg.train.precision;
-    if !precision.supported_on(&device) {
-        bail!(
-            "train.precision = {precision} is not supported on device {}",
-            cfg.device
-        );
-    }
     let started = Instant::now();
     let dims = [shape.batch, 3, shape.size, shape.size];
     match shape.kind {

@@ -96,19 +96,9 @@ impl WebClassifier {
     /// Decodes an image file's bytes (JPEG, PNG, WebP, BMP) and returns its top `k` classes.
     /// `name` names the image in errors.
     pub fn classify(&self, image: &[u8], name: &str, k: usize) -> Result<Classification, String> {
-        let rgb = effnet::reexports::effnet_data::decode_rgb(image, name)
-            .map_err(|e| effnet::reexports::effnet_data::one_line(&e.to_string()))?;
+        let rgb = decode(image, name)?;
         let top = self.inner.predict(&rgb, k.max(1));
-        if top.iter().any(|p| !p.prob.is_finite()) {
-            return Err(format!(
-                "{name}: the model produced non-finite probabilities"
-            ));
-        }
-        Ok(Classification {
-            width: rgb.width(),
-            height: rgb.height(),
-            top: top.into_iter().map(Ranked::from).collect(),
-        })
+        classification(&rgb, top, name)
     }
 
     /// [`classify`](Self::classify) as JSON: `{"width", "height", "top": [{"index", "label",
@@ -159,8 +149,7 @@ impl WebClassifier {
         k: usize,
     ) -> Result<Classification, String> {
         use effnet::reexports::burn::tensor::activation::softmax;
-        let rgb = effnet::reexports::effnet_data::decode_rgb(image, name)
-            .map_err(|e| effnet::reexports::effnet_data::one_line(&e.to_string()))?;
+        let rgb = decode(image, name)?;
         let logits = self.inner.logits(std::slice::from_ref(&rgb));
         let data = softmax(logits, 1)
             .into_data_async()
@@ -170,32 +159,35 @@ impl WebClassifier {
             .convert::<f32>()
             .try_into_vec::<f32>()
             .map_err(|e| format!("{name}: reading the probabilities back: {e:?}"))?;
-        let labels = self.inner.labels();
-        let mut idx: Vec<usize> = (0..probs.len()).collect();
-        idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
-        let top: Vec<Ranked> = idx
-            .into_iter()
-            .take(k.max(1))
-            .map(|i| Ranked {
-                index: i,
-                label: labels.get(i).cloned().unwrap_or_else(|| i.to_string()),
-                prob: probs[i],
-            })
-            .collect();
-        if top.iter().any(|p| !p.prob.is_finite()) {
-            return Err(format!(
-                "{name}: the model produced non-finite probabilities"
-            ));
-        }
-        Ok(Classification {
-            width: rgb.width(),
-            height: rgb.height(),
-            top,
-        })
+        classification(&rgb, self.inner.top_k(&probs, k.max(1)), name)
     }
 
     /// The classifier underneath.
     pub fn classifier(&self) -> &Classifier {
         &self.inner
     }
+}
+
+/// Decodes an image file's bytes; errors are one line naming `name`.
+fn decode(image: &[u8], name: &str) -> Result<effnet::reexports::image::RgbImage, String> {
+    effnet::reexports::effnet_data::decode_rgb(image, name)
+        .map_err(|e| effnet::reexports::effnet_data::one_line(&e.to_string()))
+}
+
+/// The page's result for one decoded image, refusing non-finite probabilities.
+fn classification(
+    rgb: &effnet::reexports::image::RgbImage,
+    top: Vec<Prediction>,
+    name: &str,
+) -> Result<Classification, String> {
+    if top.iter().any(|p| !p.prob.is_finite()) {
+        return Err(format!(
+            "{name}: the model produced non-finite probabilities"
+        ));
+    }
+    Ok(Classification {
+        width: rgb.width(),
+        height: rgb.height(),
+        top: top.into_iter().map(Ranked::from).collect(),
+    })
 }

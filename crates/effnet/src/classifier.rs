@@ -338,7 +338,10 @@ impl Classifier {
         self.predict(&image.to_rgb8(), k)
     }
 
-    fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
+    /// The `k` most probable classes of one image's probabilities, named with this model's
+    /// labels; ties rank the lower index first. Public so that callers which read the
+    /// probabilities back themselves (asynchronously, in a browser) rank them the same way.
+    pub fn top_k(&self, probs: &[f32], k: usize) -> Vec<Prediction> {
         let mut idx: Vec<usize> = (0..probs.len()).collect();
         idx.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]).then(a.cmp(&b)));
         idx.into_iter()
