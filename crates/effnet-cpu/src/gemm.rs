@@ -384,6 +384,7 @@ mod x86 {
     use std::arch::x86_64::*;
 
     use super::{Job, Tile};
+    use crate::kernels::Act;
 
     /// Calls `$kernel::<R>` for the `R = $rows` given at run time (1..=MR).
     macro_rules! by_rows {
@@ -420,7 +421,8 @@ mod x86 {
             } else {
                 by_rows!(rows, tile512::<_, 1>(job, t, m0, m1); 1 2 3 4 5 6 7 8 9 10 11 12);
             }
-            if t.k0 + t.kc == job.w.k {
+            // ReLU/ReLU6/identity and the residual were applied in registers by the tile.
+            if t.k0 + t.kc == job.w.k && job.epi.act == Act::Silu {
                 job.finish::<true>(t, rows);
             }
         }
@@ -450,7 +452,8 @@ mod x86 {
         // SAFETY (whole body): `dst` rows t.i..t.i+R of m and columns p·32.. are inside the
         // m×n output or masked off; `lhs` rows t.i..t.i+R hold k0+kc ≤ k values each at lda
         // apart (checked by `gemm_packed`); panel p starts at p·k·32 floats from a 64-byte
-        // aligned start and is `W`·16 wide (`width`); the bias has 32 per panel.
+        // aligned start and is `W`·16 wide (`width`); the bias has 32 per panel; the
+        // residual has the output's m×n shape (checked by `gemm_packed`), read masked alike.
         unsafe {
             let c = job.dst.add(t.i * n + t.p * 32);
             let b = job.w.data.as_ptr().add(t.p * k * 32 + t.k0 * W * 16);
@@ -474,6 +477,32 @@ mod x86 {
                     let av = _mm512_set1_ps(*a.add(r * lda + kk));
                     for (acc, bv) in acc.iter_mut().zip(&bv) {
                         *acc = _mm512_fmadd_ps(av, *bv, *acc);
+                    }
+                }
+            }
+            if t.k0 + t.kc == k && job.epi.act != Act::Silu {
+                // Last depth block: clamp and add the residual before the only store (SiLU
+                // is left to `finish`: its polynomial would crowd out the accumulators).
+                let (lo, hi) = match job.epi.act {
+                    Act::Relu => (0.0, f32::INFINITY),
+                    Act::Relu6 => (0.0, 6.0),
+                    _ => (f32::NEG_INFINITY, f32::INFINITY),
+                };
+                if job.epi.act != Act::None {
+                    let (lo, hi) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+                    for acc in acc.iter_mut() {
+                        for acc in acc.iter_mut() {
+                            *acc = _mm512_min_ps(_mm512_max_ps(*acc, lo), hi);
+                        }
+                    }
+                }
+                if let Some(res) = job.epi.residual {
+                    let res = res.as_ptr().add(t.i * n + t.p * 32);
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        for (v, acc) in acc.iter_mut().enumerate() {
+                            let x = _mm512_maskz_loadu_ps(masks[v], res.add(r * n + 16 * v));
+                            *acc = _mm512_add_ps(*acc, x);
+                        }
                     }
                 }
             }

@@ -103,7 +103,8 @@ pub(crate) fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 
 /// Defines `fn name(isa: Isa, args...)` whose body is compiled for every instruction set (the
 /// loops are written so that LLVM vectorises them for the enabled features) and dispatched on
-/// `isa`. Inside the body the const `FMA` says whether `fmadd` may fuse.
+/// `isa`. Inside the body the const `FMA` says whether `fmadd` may fuse, and `WIDE` whether
+/// 512-bit vectors (32 registers) are available, for kernels that block differently there.
 macro_rules! multiversion {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
@@ -111,19 +112,20 @@ macro_rules! multiversion {
         $vis fn $name(isa: $crate::isa::Isa, $($arg: $ty),*) {
             #[inline(always)]
             #[allow(clippy::too_many_arguments)]
-            fn body<const FMA: bool>($($arg: $ty),*) $body
+            #[allow(unused)]
+            fn body<const FMA: bool, const WIDE: bool>($($arg: $ty),*) $body
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
-            fn avx2($($arg: $ty),*) { body::<true>($($arg),*) }
+            fn avx2($($arg: $ty),*) { body::<true, false>($($arg),*) }
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx2,fma")]
             #[allow(clippy::too_many_arguments)]
-            fn avx512($($arg: $ty),*) { body::<true>($($arg),*) }
+            fn avx512($($arg: $ty),*) { body::<true, true>($($arg),*) }
             #[cfg(target_arch = "aarch64")]
             #[target_feature(enable = "neon")]
             #[allow(clippy::too_many_arguments)]
-            fn neon($($arg: $ty),*) { body::<true>($($arg),*) }
+            fn neon($($arg: $ty),*) { body::<true, false>($($arg),*) }
             match isa.level() {
                 // SAFETY: an `Isa` with a SIMD level is only made after runtime detection.
                 #[cfg(target_arch = "x86_64")]
@@ -132,7 +134,7 @@ macro_rules! multiversion {
                 $crate::isa::Level::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "aarch64")]
                 $crate::isa::Level::Neon => unsafe { neon($($arg),*) },
-                $crate::isa::Level::Scalar => body::<false>($($arg),*),
+                $crate::isa::Level::Scalar => body::<false, false>($($arg),*),
             }
         }
     };

@@ -318,6 +318,145 @@ fn dw_pixels<const FMA: bool>(
     c0
 }
 
+/// Output pixels of one AVX-512 depthwise run at stride 1 (at stride 2, half as many).
+#[cfg(target_arch = "x86_64")]
+const DW_RUN: usize = 8;
+
+#[cfg(target_arch = "x86_64")]
+mod dw512 {
+    //! AVX-512 depthwise runs: per kernel row, each input column that the run's output pixels
+    //! share is loaded once and applied to every pixel that uses it, with the row's weights in
+    //! registers (far fewer loads per FMA than one load per tap and pixel).
+
+    use std::arch::x86_64::*;
+
+    use super::{Act, ConvGeom, DW_RUN, act_one};
+
+    /// 16 lanes of `act` as `act_one`, except SiLU (left as is, applied after the store).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    fn act16(x: __m512, act: Act) -> __m512 {
+        match act {
+            Act::Relu => _mm512_max_ps(x, _mm512_setzero_ps()),
+            Act::Relu6 => _mm512_min_ps(_mm512_max_ps(x, _mm512_setzero_ps()), _mm512_set1_ps(6.0)),
+            _ => x,
+        }
+    }
+
+    /// Channels `0..c - c % 16` of the `P` output pixels from (`oy`, `ox`) of a `K`×`K`
+    /// stride-`S` depthwise conv, none of whose column taps leaves the image, into `opix`
+    /// (their `P × c` values), with bias and `act`. Returns the first channel left to do.
+    ///
+    /// # Safety
+    /// AVX-512F; `g.k == K`, `g.stride == S`; the `P` pixels' column taps inside the image.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+    unsafe fn run_k<const K: usize, const S: usize, const P: usize, const COLS: usize>(
+        input: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        act: Act,
+        g: &ConvGeom,
+        oy: usize,
+        ox: usize,
+        opix: &mut [f32],
+    ) -> usize {
+        let c = g.c;
+        let ix0 = ox * S - g.pad_left;
+        assert!(COLS == (P - 1) * S + K);
+        assert!(weight.len() >= K * K * c && bias.len() >= c && opix.len() >= P * c);
+        let mut c0 = 0;
+        while c0 + 16 <= c {
+            // SAFETY (block): c0 + 16 ≤ c; weights and bias asserted above; every input load
+            // lies between `row` and `row + (COLS-1)·c + 16`, asserted per row; the stores
+            // inside `opix` (asserted).
+            unsafe {
+                let b = _mm512_loadu_ps(bias.as_ptr().add(c0));
+                let mut acc = [b; P];
+                for ky in 0..K {
+                    let Some(iy) = g.tap(oy, ky, g.pad_top, g.h) else {
+                        continue;
+                    };
+                    let row = (iy * g.w + ix0) * c + c0;
+                    assert!(row + (COLS - 1) * c + 16 <= input.len());
+                    let wp = weight.as_ptr().add(ky * K * c + c0);
+                    let mut wt = [_mm512_setzero_ps(); K];
+                    for kx in 0..K {
+                        wt[kx] = _mm512_loadu_ps(wp.add(kx * c));
+                    }
+                    let ip = input.as_ptr().add(row);
+                    let mut xs = [_mm512_setzero_ps(); COLS];
+                    for j in 0..COLS {
+                        xs[j] = _mm512_loadu_ps(ip.add(j * c));
+                    }
+                    for p in 0..P {
+                        for kx in 0..K {
+                            acc[p] = _mm512_fmadd_ps(xs[p * S + kx], wt[kx], acc[p]);
+                        }
+                    }
+                }
+                let op = opix.as_mut_ptr().add(c0);
+                for p in 0..P {
+                    _mm512_storeu_ps(op.add(p * c), act16(acc[p], act));
+                }
+                if act == Act::Silu {
+                    for p in 0..P {
+                        let v = std::slice::from_raw_parts_mut(op.add(p * c), 16);
+                        v.iter_mut().for_each(|y| *y = act_one::<true>(*y, act));
+                    }
+                }
+            }
+            c0 += 16;
+        }
+        c0
+    }
+
+    /// A run for `g`'s kernel size and stride when there is one (3×3 and 5×5, stride 1 or 2)
+    /// and its pixels from `ox` end by `hi`: `Some((pixels, first channel
+    /// left))`, the pixels written into `orow` (the output row).
+    ///
+    /// # Safety
+    /// AVX-512F; columns `lo..hi` (with `ox ≥ lo`) have all column taps inside the image.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn run(
+        input: &[f32],
+        weight: &[f32],
+        bias: &[f32],
+        act: Act,
+        g: &ConvGeom,
+        oy: usize,
+        ox: usize,
+        hi: usize,
+        orow: &mut [f32],
+    ) -> Option<(usize, usize)> {
+        const P1: usize = DW_RUN;
+        const P2: usize = DW_RUN / 2;
+        let p = if g.stride == 1 { P1 } else { P2 };
+        if ox + p > hi {
+            return None;
+        }
+        let opix = &mut orow[ox * g.c..(ox + p) * g.c];
+        // SAFETY: the caller's contract, and K, S as matched.
+        let c0 = unsafe {
+            match (g.k, g.stride) {
+                (3, 1) => run_k::<3, 1, P1, { P1 + 2 }>(input, weight, bias, act, g, oy, ox, opix),
+                (5, 1) => run_k::<5, 1, P1, { P1 + 4 }>(input, weight, bias, act, g, oy, ox, opix),
+                (3, 2) => {
+                    run_k::<3, 2, P2, { 2 * P2 + 1 }>(input, weight, bias, act, g, oy, ox, opix)
+                }
+                (5, 2) => {
+                    run_k::<5, 2, P2, { 2 * P2 + 3 }>(input, weight, bias, act, g, oy, ox, opix)
+                }
+                _ => return None,
+            }
+        };
+        Some((p, c0))
+    }
+}
+
 /// The `B` values of `v` from `at`, without a bounds check (the innermost loads of
 /// [`dw_pixels`], whose checks would otherwise outnumber its FMAs).
 ///
@@ -361,6 +500,34 @@ multiversion! {
             let oy = oy0 + r;
             let mut ox = 0;
             while ox < g.ow {
+                // AVX-512: runs of pixels sharing their column loads; then (and elsewhere) 4
+                // pixels, or 1, with one load per tap.
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: WIDE only in the AVX-512 instance; ox ≥ lo, and `run` checks hi.
+                let run = if WIDE && ox >= lo {
+                    unsafe { dw512::run(input, weight, bias, act, &g, oy, ox, hi, orow) }
+                } else {
+                    None
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                let run: Option<(usize, usize)> = None;
+                if let Some((n, c0)) = run {
+                    let opix = &mut orow[ox * c..(ox + n) * c];
+                    if c0 < c {
+                        for (p, one) in opix.chunks_exact_mut(c).enumerate() {
+                            dw_pixel::<FMA>(input, weight, bias, act, &g, oy, ox + p, c0, one);
+                        }
+                    }
+                    if let Some(s) = sums.as_deref_mut() {
+                        for one in opix.chunks_exact(c) {
+                            for (s, y) in s.iter_mut().zip(one) {
+                                *s += y;
+                            }
+                        }
+                    }
+                    ox += n;
+                    continue;
+                }
                 let n = if ox >= lo && ox + DW_PIXELS <= hi { DW_PIXELS } else { 1 };
                 let opix = &mut orow[ox * c..(ox + n) * c];
                 let c0 = if n == DW_PIXELS {
@@ -568,7 +735,7 @@ mod tests {
     }
 
     /// Naive depthwise conv on NHWC with explicit padding, for reference.
-    fn naive_dw(input: &[f32], w: &[f32], b: &[f32], g: ConvGeom) -> Vec<f32> {
+    fn naive_dw(input: &[f32], w: &[f32], b: &[f32], g: ConvGeom, act: Act) -> Vec<f32> {
         let mut out = vec![0f32; g.oh * g.ow * g.c];
         for oy in 0..g.oh {
             for ox in 0..g.ow {
@@ -585,7 +752,7 @@ mod tests {
                             acc += (v * w[(ky * g.k + kx) * g.c + c]) as f64;
                         }
                     }
-                    out[(oy * g.ow + ox) * g.c + c] = act_reference(acc as f32, Act::Silu);
+                    out[(oy * g.ow + ox) * g.c + c] = act_reference(acc as f32, act);
                 }
             }
         }
@@ -620,43 +787,54 @@ mod tests {
                     right: 2,
                 },
             ),
+            (3, 1, 48, Pad::Same),
+            (5, 2, 40, Pad::Same),
+            (3, 2, 96, Pad::Same),
+            (5, 1, 17, Pad::Same),
         ] {
-            let (h, w) = (13, 10);
-            let g = pad.geometry(h, w, c, k, stride);
-            let input: Vec<f32> = (0..h * w * c)
-                .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
-                .collect();
-            let wt: Vec<f32> = (0..k * k * c)
-                .map(|i| ((i * 13 % 29) as f32 - 14.0) / 20.0)
-                .collect();
-            let bias: Vec<f32> = (0..c).map(|i| i as f32 / c as f32 - 0.5).collect();
-            let want = naive_dw(&input, &wt, &bias, g);
-            for isa in [Some(Isa::best()), Isa::avx2(), Some(Isa::scalar())]
-                .into_iter()
-                .flatten()
-            {
-                let mut out = vec![0f32; want.len()];
-                let mut sums = vec![0f32; c];
-                depthwise(
-                    isa,
-                    &input,
-                    &wt,
-                    &bias,
-                    Act::Silu,
-                    g,
-                    0,
-                    &mut out,
-                    Some(&mut sums),
-                );
-                let d = out
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
-                assert!(d < 1e-4, "k{k} s{stride} c{c} {pad:?} {}: {d}", isa.name());
-                for (ch, got) in sums.iter().enumerate() {
-                    let s: f32 = want.iter().skip(ch).step_by(c).sum();
-                    assert!((got - s).abs() < 1e-3 * s.abs().max(1.0));
+            for (act, (h, w)) in [
+                (Act::Silu, (13, 10)),
+                (Act::Relu6, (11, 29)),
+                (Act::Relu, (7, 23)),
+            ] {
+                let g = pad.geometry(h, w, c, k, stride);
+                let input: Vec<f32> = (0..h * w * c)
+                    .map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0)
+                    .collect();
+                let wt: Vec<f32> = (0..k * k * c)
+                    .map(|i| ((i * 13 % 29) as f32 - 14.0) / 20.0)
+                    .collect();
+                let bias: Vec<f32> = (0..c).map(|i| i as f32 / c as f32 - 0.5).collect();
+                let want = naive_dw(&input, &wt, &bias, g, act);
+                for isa in [Some(Isa::best()), Isa::avx2(), Some(Isa::scalar())]
+                    .into_iter()
+                    .flatten()
+                {
+                    let mut out = vec![0f32; want.len()];
+                    let mut sums = vec![0f32; c];
+                    depthwise(
+                        isa,
+                        &input,
+                        &wt,
+                        &bias,
+                        act,
+                        g,
+                        0,
+                        &mut out,
+                        Some(&mut sums),
+                    );
+                    let d = out
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f32::max);
+                    let what =
+                        format!("k{k} s{stride} c{c} {pad:?} {act:?} {h}x{w} {}", isa.name());
+                    assert!(d < 1e-4, "{what}: {d}");
+                    for (ch, got) in sums.iter().enumerate() {
+                        let s: f32 = want.iter().skip(ch).step_by(c).sum();
+                        assert!((got - s).abs() < 1e-3 * s.abs().max(1.0), "{what}");
+                    }
                 }
             }
         }
