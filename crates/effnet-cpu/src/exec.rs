@@ -525,20 +525,15 @@ impl Executor {
                     &mut hidden[..se.b_reduce.len()],
                     &mut gates[..c],
                 );
-                rhs = Some(match packed_project {
-                    // Fewer pixels than output channels: gating the activations is cheaper
-                    // than gating the weights.
-                    _ if h * w < p.cout => {
-                        kernels::scale_columns(ctx.isa, &mut m2[..h * w * c], &gates[..c]);
-                        Weights::of(p, packed_project)
-                    }
-                    Some(pp) => Weights::Packed(pp.scaled(ctx.isa, &gates[..c], scaled)),
-                    None => {
-                        let scaled = &mut scaled[..p.cin * p.cout];
-                        kernels::scale_rows(ctx.isa, scaled, &p.weight, &gates[..c], p.cout);
-                        Weights::Plain(scaled)
-                    }
-                });
+                let pixels = &mut m2[..h * w * c];
+                rhs = Some(gated_projection(
+                    ctx,
+                    p,
+                    packed_project,
+                    &gates[..c],
+                    pixels,
+                    scaled,
+                ));
                 lap(LayerKind::SqueezeExcite, t);
             }
             cur = m2;
@@ -549,6 +544,32 @@ impl Executor {
             lap(LayerKind::Project, t);
         }
         (h, w)
+    }
+}
+
+/// Folds the squeeze-excitation gates into the projection: the block's pixels are scaled in
+/// place when there are fewer of them than output channels (7x7 stages), else the projection
+/// weights are scaled into `scaled`.
+fn gated_projection<'a>(
+    ctx: Ctx,
+    p: &'a Conv,
+    packed: Option<&'a Packed>,
+    gates: &[f32],
+    pixels: &mut [f32],
+    scaled: &'a mut [f32],
+) -> Weights<'a> {
+    let c = gates.len();
+    match packed {
+        _ if pixels.len() / c < p.cout => {
+            kernels::scale_columns(ctx.isa, pixels, gates);
+            Weights::of(p, packed)
+        }
+        Some(pp) => Weights::Packed(pp.scaled(ctx.isa, gates, scaled)),
+        None => {
+            let scaled = &mut scaled[..p.cin * p.cout];
+            kernels::scale_rows(ctx.isa, scaled, &p.weight, gates, p.cout);
+            Weights::Plain(scaled)
+        }
     }
 }
 
