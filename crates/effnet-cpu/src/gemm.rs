@@ -8,6 +8,13 @@
 //! right after its last store, while it is in L1. Elsewhere (NEON) the `gemm` crate runs on the
 //! unpacked weights, and the portable fallback is a plain loop.
 
+// The packed microkernels exist for x86-64 only; elsewhere (NEON, wasm32) the plain and
+// `gemm`-crate paths run and the packing code is compiled but unused.
+#![cfg_attr(
+    not(target_arch = "x86_64"),
+    allow(dead_code, unused_imports, unused_variables)
+)]
+
 use std::ops::Range;
 
 use rayon::prelude::*;

@@ -93,6 +93,7 @@ fn with_act<const FMA: bool>(act: Act, row: &mut [f32], bias: &[f32], res: Optio
 }
 
 /// `row = act(row) [+ residual]`: the epilogue of a packed GEMM tile (its bias is already in).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 #[inline(always)]
 pub(crate) fn act_residual<const FMA: bool>(row: &mut [f32], act: Act, res: Option<&[f32]>) {
     macro_rules! run {
