@@ -512,30 +512,18 @@ multiversion! {
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 let run: Option<(usize, usize)> = None;
-                if let Some((n, c0)) = run {
-                    let opix = &mut orow[ox * c..(ox + n) * c];
-                    if c0 < c {
-                        for (p, one) in opix.chunks_exact_mut(c).enumerate() {
-                            dw_pixel::<FMA>(input, weight, bias, act, &g, oy, ox + p, c0, one);
-                        }
-                    }
-                    if let Some(s) = sums.as_deref_mut() {
-                        for one in opix.chunks_exact(c) {
-                            for (s, y) in s.iter_mut().zip(one) {
-                                *s += y;
-                            }
-                        }
-                    }
-                    ox += n;
-                    continue;
-                }
-                let n = if ox >= lo && ox + DW_PIXELS <= hi { DW_PIXELS } else { 1 };
+                let (n, c0) = run.unwrap_or_else(|| {
+                    let n = if ox >= lo && ox + DW_PIXELS <= hi { DW_PIXELS } else { 1 };
+                    let c0 = if n == DW_PIXELS {
+                        let opix = &mut orow[ox * c..(ox + n) * c];
+                        dw_pixels::<FMA>(input, weight, bias, act, &g, oy, ox, opix)
+                    } else {
+                        0
+                    };
+                    (n, c0)
+                });
+                // Channels the vector paths left (c0..c), then the SE sums, for all n pixels.
                 let opix = &mut orow[ox * c..(ox + n) * c];
-                let c0 = if n == DW_PIXELS {
-                    dw_pixels::<FMA>(input, weight, bias, act, &g, oy, ox, opix)
-                } else {
-                    0
-                };
                 if c0 < c {
                     for (p, one) in opix.chunks_exact_mut(c).enumerate() {
                         dw_pixel::<FMA>(input, weight, bias, act, &g, oy, ox + p, c0, one);
