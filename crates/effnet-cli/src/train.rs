@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use effnet::ComputePrecision;
 use effnet_train::report::{EpochStart, EvalProgress, RunInfo, StepInfo};
 use effnet_train::{EpochRow, Reporter, StopHandle, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -77,8 +76,9 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    /// All overrides as `key=value` strings, shorthand flags last so they win.
-    pub fn overrides(&self) -> Vec<String> {
+    /// All overrides as `key=value` strings, shorthand flags last so they win; an unknown
+    /// `--precision` is an error.
+    pub fn overrides(&self) -> Result<Vec<String>> {
         let mut v = self.set.clone();
         let q = |s: &str| format!("{s:?}");
         let mut push = |k: &str, val: Option<String>| {
@@ -99,18 +99,18 @@ impl TrainArgs {
         push("data.workers", self.workers.map(|x| x.to_string()));
         push("seed", self.seed.map(|x| x.to_string()));
         push("device", self.device.as_deref().map(q));
-        let precision =
-            (self.precision.as_deref()).and_then(|p| p.parse::<ComputePrecision>().ok());
-        push("train.precision", precision.map(|p| q(p.name())));
+        if self.precision.is_some() {
+            let precision = crate::args::parse_precision(self.precision.as_deref())?;
+            push("train.precision", Some(q(precision.name())));
+        }
         push("model.init_weights", self.init_weights.as_deref().map(q));
         push("name", self.experiment.as_deref().map(q));
-        v
+        Ok(v)
     }
 
     /// The recipe, the run folder and whether it resumes.
     fn resolve(&self) -> Result<(TrainConfig, PathBuf, bool)> {
-        crate::args::parse_precision(self.precision.as_deref())?;
-        let overrides = self.overrides();
+        let overrides = self.overrides()?;
         if let Some(run) = &self.resume {
             let path = self
                 .config
