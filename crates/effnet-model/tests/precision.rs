@@ -3,20 +3,45 @@
 //! f32 statistics.
 //!
 //! Tolerances are relative to the largest |f32 logit| of the batch: bf16 (8 significant bits)
-//! within 5 %, f16 (11 bits) within 1 %; gradients (relative to the largest gradient, no loss
-//! scaling) bf16 within 15 %, f16 within 4 %. Measured maxima are printed (`--nocapture`).
+//! within 5 %, f16 (11 bits) within 1 %. Gradients (no loss scaling) are compared by the
+//! relative L2 norm of their difference, which a single unlucky element cannot dominate: bf16
+//! within 25 %, f16 within 6 %. Over 24 seeds of this net the largest were 14 % and 3.1 %; an
+//! f32 or wrongly cast backward gives 0 or about 100 %. Measured values are printed
+//! (`--nocapture`).
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::prelude::*;
 use burn::tensor::DType;
 use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig};
 
 const TINY: &str = include_str!("../../effnet-train/tests/data/effnetv2_tiny.toml");
 
+/// The device RNG is shared by the tests running in parallel: seeding and drawing the initial
+/// weights under one lock gives every test (and every run, here or in CI) the same model.
+static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Parameters are initialised lazily, on first use; reading each one draws it now.
+struct Materialise;
+
+impl ModuleVisitor for Materialise {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
+}
+
+fn seeded(cfg: &EfficientNetConfig, device: &Device) -> EfficientNet {
+    let _guard = INIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    device.seed(17);
+    let model = cfg.init(device);
+    model.visit(&mut Materialise);
+    model
+}
+
 fn tiny(device: &Device) -> EfficientNet {
-    EfficientNetConfig::from_toml(TINY)
-        .expect("tiny model")
-        .init(device)
+    seeded(
+        &EfficientNetConfig::from_toml(TINY).expect("tiny model"),
+        device,
+    )
 }
 
 fn values(t: Tensor<2>) -> Vec<f32> {
@@ -31,6 +56,13 @@ fn relative_max_diff(a: &[f32], b: &[f32]) -> f32 {
     let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
     let diff = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
     diff / scale
+}
+
+/// |a - b| over |a| in the L2 norm.
+fn relative_l2_diff(a: &[f32], b: &[f32]) -> f32 {
+    let norm = |v: &mut dyn Iterator<Item = f32>| v.map(|x| x * x).sum::<f32>().sqrt();
+    let diff = norm(&mut a.iter().zip(b).map(|(x, y)| x - y));
+    diff / norm(&mut a.iter().copied()).max(1e-12)
 }
 
 /// A fixed input batch (not from the device RNG, which tests running in parallel share).
@@ -107,22 +139,26 @@ fn half_backward_gives_f32_gradients_close_to_f32() {
     let device = Device::flex().autodiff();
     let mut cfg = EfficientNetConfig::from_toml(TINY).expect("tiny model");
     (cfg.drop_path, cfg.dropout) = (0.0, 0.0);
-    let model = cfg.init(&device);
+    let model = seeded(&cfg, &device);
     let (reference, _) = grads(&model, ComputePrecision::F32);
     let (again, _) = grads(&model, ComputePrecision::F32);
     assert!(reference == again, "the comparison is deterministic");
     for (precision, tol) in [
-        (ComputePrecision::Bf16, 0.15),
-        (ComputePrecision::F16, 0.04),
+        (ComputePrecision::Bf16, 0.25),
+        (ComputePrecision::F16, 0.06),
     ] {
         let (got, dtypes) = grads(&model, precision);
         assert!(
             dtypes.iter().all(|d| *d == DType::F32),
             "{precision}: gradients must be f32 (master weights), got {dtypes:?}"
         );
-        let rel = relative_max_diff(&reference, &got);
-        println!("tiny V2 {precision} gradients: max |diff| / max |grad| = {rel:.2e}");
+        let rel = relative_l2_diff(&reference, &got);
+        println!("tiny V2 {precision} gradients: |diff| / |grad| = {rel:.2e} (tolerance {tol})");
         assert!(rel < tol, "{precision}: gradient difference {rel} >= {tol}");
+        assert!(
+            rel > 0.0,
+            "{precision} must really compute in half precision"
+        );
     }
 }
 
