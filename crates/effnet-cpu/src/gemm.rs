@@ -343,8 +343,10 @@ fn pad_slab(input: &[f32], g: &ConvGeom, oy0: usize, rows: usize, slab: &mut Vec
 
 /// Pixels per L2 block of `lhs` (a multiple of every `MR`).
 const MC: usize = 144;
-/// Depth per L1 block: a 32-wide panel slice is `KC × 128` bytes.
-const KC: usize = 256;
+/// Depth per block: the tile's sums are stored and reloaded only between blocks. The weight
+/// panel slice (`KC × 128` bytes) streams from L2 at a few bytes per cycle, so it need not
+/// fit L1; an `MC × KC` block of `lhs` (576 KiB) stays in L2.
+const KC: usize = 1024;
 
 /// Runs the microkernels over `panels` of the output.
 ///
@@ -802,6 +804,7 @@ mod tests {
                 (37, 70, 80, 70),
                 (50, 300, 64, 301),
                 (20, 30, 48, 30),
+                (15, 1100, 40, 1103),
             ] {
                 for (act, with_res) in [
                     (Act::Silu, false),
