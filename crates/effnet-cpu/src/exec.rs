@@ -642,6 +642,14 @@ fn conv(
         };
         if c.is_pointwise() {
             product(dst, &input[p0 * kdim..(p0 + m) * kdim]);
+        } else if let (Weights::Packed(pw), true) = (rhs, crate::gemm::direct_fits(&g)) {
+            let epi = Epilogue {
+                act: c.act,
+                residual: res,
+            };
+            COL.with_borrow_mut(|slab| {
+                crate::gemm::conv_packed(ctx.isa, dst, input, &g, oy0, pw, epi, slab, gemm_threads)
+            });
         } else {
             COL.with_borrow_mut(|col| {
                 if col.len() < m * kdim {

@@ -20,7 +20,7 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::isa::{Isa, Level};
-use crate::kernels::{self, Act};
+use crate::kernels::{self, Act, ConvGeom};
 
 /// `dst[m×n] = lhs[m×k] · rhs[k×n]`, all row-major, on up to `threads` rayon threads (the
 /// path for instruction sets without a packed microkernel).
@@ -96,10 +96,16 @@ fn aligned_start(v: &[f32]) -> usize {
 
 /// Width of panel `p` of an `n`-column matrix packed in panels of `nr`: `nr`, except that
 /// the last is only half as wide when the columns left fit in half a panel (so that e.g. 40
-/// channels cost 32 + 16, not 64).
+/// channels cost 32 + 16, not 64), and 24 wide in 32-wide panels when they fit in 24 (a
+/// zmm and a ymm, which this double-pumped AVX-512 runs in 3/4 of the time of two zmm:
+/// 24-channel convs of V2-S and Lite0).
 fn width(p: usize, n: usize, nr: usize) -> usize {
     let left = n - p * nr;
-    if left <= nr / 2 { nr / 2 } else { nr }
+    match left {
+        _ if left <= nr / 2 => nr / 2,
+        _ if nr == 32 && left <= 24 => 24,
+        _ => nr,
+    }
 }
 
 /// Packed floats of a `[k][n]` matrix in panels of `nr`.
@@ -257,13 +263,17 @@ pub(crate) fn gemm_packed(
     if m == 0 {
         return;
     }
-    let panels = w.panels();
     let ptr = DstPtr(dst.as_mut_ptr());
     let run = |range: Range<usize>| {
         // SAFETY: `dst` holds m×n values (checked above) and outlives this call; every worker
         // gets a disjoint range of column panels, so no element is written twice at once.
-        unsafe { run_panels(isa, ptr.get(), lhs, lda, m, w, epi, range) }
+        unsafe { run_panels(isa, ptr.get(), lhs, lda, m, w, epi, None, range) }
     };
+    split_panels(w.panels(), threads, run);
+}
+
+/// Runs `run` on `panels` column panels, split into ranges over up to `threads` rayon threads.
+fn split_panels(panels: usize, threads: usize, run: impl Fn(Range<usize>) + Sync) {
     let parts = threads.min(panels).max(1);
     if parts == 1 {
         run(0..panels);
@@ -274,10 +284,75 @@ pub(crate) fn gemm_packed(
     }
 }
 
+/// Most taps × channels of a conv that [`conv_packed`] runs, in one depth block: its tiles
+/// never reload their sums, and the weight panel streams from L2 (a few bytes per cycle).
+const DIRECT_MAX_K: usize = 1024;
+
+/// Whether [`conv_packed`] runs a conv of this geometry (the stem and the fused convs of the
+/// family: up to 3×3×64).
+pub(crate) fn direct_fits(g: &ConvGeom) -> bool {
+    g.k * g.k * g.c <= DIRECT_MAX_K
+}
+
+/// The k×k conv `g` for output rows `oy0..oy0 + dst.len() / (ow·n)` with packed weights
+/// (ordered tap row, tap column, channel, as im2col's), without im2col: the input rows it
+/// needs are copied once, zero-padded, into `slab` and the microkernel reads each kernel
+/// row's `k·c` values of a pixel straight from there.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn conv_packed(
+    isa: Isa,
+    dst: &mut [f32],
+    input: &[f32],
+    g: &ConvGeom,
+    oy0: usize,
+    w: PackedRef<'_>,
+    epi: Epilogue<'_>,
+    slab: &mut Vec<f32>,
+    threads: usize,
+) {
+    assert!(direct_fits(g) && w.k == g.k * g.k * g.c);
+    let m = dst.len() / w.n;
+    assert!(dst.len() == m * w.n && m.is_multiple_of(g.ow) && oy0 + m / g.ow <= g.oh);
+    if let Some(r) = epi.residual {
+        assert_eq!(r.len(), m * w.n);
+    }
+    if m == 0 {
+        return;
+    }
+    pad_slab(input, g, oy0, m / g.ow, slab);
+    let lhs = &slab[..];
+    let ptr = DstPtr(dst.as_mut_ptr());
+    let run = |range: Range<usize>| {
+        // SAFETY: `dst` holds m×n values (checked above); the slab holds the padded rows of
+        // the `m / ow` output rows (`pad_slab`); workers get disjoint panel ranges.
+        unsafe { run_panels(isa, ptr.get(), lhs, 0, m, w, epi, Some(g), range) }
+    };
+    split_panels(w.panels(), threads, run);
+}
+
+/// Copies the input rows that output rows `oy0..oy0 + rows` of `g` read into `slab`, as
+/// `[(rows-1)·stride + k][(ow-1)·stride + k][c]` with the padding as zeros.
+fn pad_slab(input: &[f32], g: &ConvGeom, oy0: usize, rows: usize, slab: &mut Vec<f32>) {
+    let (c, s) = (g.c, g.stride);
+    let (sh, sw) = ((rows - 1) * s + g.k, (g.ow - 1) * s + g.k);
+    slab.clear();
+    slab.resize(sh * sw * c, 0.0);
+    let cols = g.w.min(sw.saturating_sub(g.pad_left));
+    for (r, row) in slab.chunks_exact_mut(sw * c).enumerate() {
+        let Some(iy) = (oy0 * s + r).checked_sub(g.pad_top).filter(|&y| y < g.h) else {
+            continue;
+        };
+        row[g.pad_left * c..(g.pad_left + cols) * c]
+            .copy_from_slice(&input[iy * g.w * c..(iy * g.w + cols) * c]);
+    }
+}
+
 /// Pixels per L2 block of `lhs` (a multiple of every `MR`).
 const MC: usize = 144;
-/// Depth per L1 block: a 32-wide panel slice is `KC × 128` bytes.
-const KC: usize = 256;
+/// Depth per block: the tile's sums are stored and reloaded only between blocks. The weight
+/// panel slice (`KC × 128` bytes) streams from L2 at a few bytes per cycle, so it need not
+/// fit L1; an `MC × KC` block of `lhs` (576 KiB) stays in L2.
+const KC: usize = 1024;
 
 /// Runs the microkernels over `panels` of the output.
 ///
@@ -293,6 +368,7 @@ unsafe fn run_panels(
     m: usize,
     w: PackedRef<'_>,
     epi: Epilogue<'_>,
+    direct: Option<&ConvGeom>,
     panels: Range<usize>,
 ) {
     let job = Job {
@@ -302,6 +378,7 @@ unsafe fn run_panels(
         m,
         w,
         epi,
+        direct,
         panels,
     };
     match isa.level() {
@@ -319,11 +396,14 @@ unsafe fn run_panels(
 /// One call's operands, as the ISA-specific drivers see them.
 struct Job<'a> {
     dst: *mut f32,
+    /// Row-major pixels × `k` (`lda` apart), or a padded slab of input rows (`direct`).
     lhs: &'a [f32],
     lda: usize,
     m: usize,
     w: PackedRef<'a>,
     epi: Epilogue<'a>,
+    /// A direct k×k conv on a slab from [`pad_slab`] instead of a plain product.
+    direct: Option<&'a ConvGeom>,
     panels: Range<usize>,
 }
 
@@ -336,12 +416,29 @@ struct Tile {
     /// First `k` of this depth block and its length.
     k0: usize,
     kc: usize,
+    /// Where its `kc` activations of each pixel are.
+    lhs: Lhs,
+}
+
+/// The activations of one tile: `segs` runs of `seg_len` contiguous values per pixel, the
+/// runs `seg_stride` apart, the pixels `lda` apart (one run for a plain product; one per
+/// kernel row for a direct conv).
+#[derive(Clone, Copy)]
+struct Lhs {
+    a: *const f32,
+    lda: usize,
+    segs: usize,
+    seg_stride: usize,
+    seg_len: usize,
 }
 
 impl Job<'_> {
     /// Calls `tile` for every (pixel block, depth block, panel, MR rows) in cache order.
     #[inline(always)]
     fn for_each_tile(&self, mr: usize, mut tile: impl FnMut(&Tile, usize)) {
+        if let Some(g) = self.direct {
+            return self.for_each_direct_tile(g, mr, tile);
+        }
         let k = self.w.k;
         for i0 in (0..self.m).step_by(MC) {
             let mc = MC.min(self.m - i0);
@@ -351,9 +448,51 @@ impl Job<'_> {
                     let mut i = i0;
                     while i < i0 + mc {
                         let rows = mr.min(i0 + mc - i);
-                        tile(&Tile { i, p, k0, kc }, rows);
+                        let lhs = Lhs {
+                            a: self.lhs[i * self.lda + k0..].as_ptr(),
+                            lda: self.lda,
+                            segs: 1,
+                            seg_stride: 0,
+                            seg_len: kc,
+                        };
+                        tile(&Tile { i, p, k0, kc, lhs }, rows);
                         i += rows;
                     }
+                }
+            }
+        }
+    }
+
+    /// The tiles of a direct conv: per output row of the slab, runs of up to `mr` pixels
+    /// (a tile stays in one row), all `k` in one depth block.
+    #[inline(always)]
+    fn for_each_direct_tile(&self, g: &ConvGeom, mr: usize, mut tile: impl FnMut(&Tile, usize)) {
+        let (c, s) = (g.c, g.stride);
+        let slab_w = (g.ow - 1) * s + g.k;
+        for y in 0..self.m / g.ow {
+            for p in self.panels.clone() {
+                let mut ox = 0;
+                while ox < g.ow {
+                    let rows = mr.min(g.ow - ox);
+                    let lhs = Lhs {
+                        a: self.lhs[(y * s * slab_w + ox * s) * c..].as_ptr(),
+                        lda: s * c,
+                        segs: g.k,
+                        seg_stride: slab_w * c,
+                        seg_len: g.k * c,
+                    };
+                    let (i, kc) = (y * g.ow + ox, self.w.k);
+                    tile(
+                        &Tile {
+                            i,
+                            p,
+                            k0: 0,
+                            kc,
+                            lhs,
+                        },
+                        rows,
+                    );
+                    ox += rows;
                 }
             }
         }
@@ -395,6 +534,12 @@ mod x86 {
 
     /// Calls `$kernel::<R>` for the `R = $rows` given at run time (1..=MR).
     macro_rules! by_rows {
+        ($rows:expr, $kernel:ident::<_, $w:literal, $h:literal> $args:tt; $($r:literal)*) => {
+            match $rows {
+                $($r => $kernel::<$r, $w, $h> $args,)*
+                _ => unreachable!(),
+            }
+        };
         ($rows:expr, $kernel:ident::<_, $w:literal> $args:tt; $($r:literal)*) => {
             match $rows {
                 $($r => $kernel::<$r, $w> $args,)*
@@ -423,10 +568,16 @@ mod x86 {
         let m1 = lane_mask16(cols.saturating_sub(16));
         // SAFETY: the caller's contract.
         unsafe {
-            if cols > 16 {
-                by_rows!(rows, tile512::<_, 2>(job, t, m0, m1); 1 2 3 4 5 6 7 8 9 10 11 12);
-            } else {
-                by_rows!(rows, tile512::<_, 1>(job, t, m0, m1); 1 2 3 4 5 6 7 8 9 10 11 12);
+            match super::width(t.p, job.w.n, 32) {
+                32 => {
+                    by_rows!(rows, tile512::<_, 2, false>(job, t, m0, m1); 1 2 3 4 5 6 7 8 9 10 11 12)
+                }
+                24 => {
+                    by_rows!(rows, tile512::<_, 2, true>(job, t, m0, m1); 1 2 3 4 5 6 7 8 9 10 11 12)
+                }
+                _ => {
+                    by_rows!(rows, tile512::<_, 1, false>(job, t, m0, m1); 1 2 3 4 5 6 7 8 9 10 11 12)
+                }
             }
             // ReLU/ReLU6/identity and the residual were applied in registers by the tile.
             if t.k0 + t.kc == job.w.k && job.epi.act == Act::Silu {
@@ -442,19 +593,20 @@ mod x86 {
     }
 
     /// `R` pixels × 32 channels over one depth block: starts from the bias on the first block,
-    /// from the stored partial sums otherwise; stores the valid lanes (`m0`, `m1`).
+    /// from the stored partial sums otherwise; stores the valid lanes (`m0`, `m1`). `W` zmm
+    /// per row, the last of them used as a ymm with `HALF` (24-wide panels).
     ///
     /// # Safety
     /// AVX-512F; rows `t.i..t.i + R` < m, panel `t.p` and depth block inside the job.
     #[inline]
     #[target_feature(enable = "avx512f,avx2,fma")]
-    unsafe fn tile512<const R: usize, const W: usize>(
+    unsafe fn tile512<const R: usize, const W: usize, const HALF: bool>(
         job: &Job<'_>,
         t: &Tile,
         m0: __mmask16,
         m1: __mmask16,
     ) {
-        let (n, k, lda) = (job.w.n, job.w.k, job.lda);
+        let (n, k) = (job.w.n, job.w.k);
         let masks = [m0, m1];
         // SAFETY (whole body): `dst` rows t.i..t.i+R of m and columns p·32.. are inside the
         // m×n output or masked off; `lhs` rows t.i..t.i+R hold k0+kc ≤ k values each at lda
@@ -463,8 +615,10 @@ mod x86 {
         // residual has the output's m×n shape (checked by `gemm_packed`), read masked alike.
         unsafe {
             let c = job.dst.add(t.i * n + t.p * 32);
-            let b = job.w.data.as_ptr().add(t.p * k * 32 + t.k0 * W * 16);
-            let a = job.lhs.as_ptr().add(t.i * lda + t.k0);
+            // Floats per packed row, and whether vector `v` is the half one.
+            let wp = W * 16 - if HALF { 8 } else { 0 };
+            let half = |v: usize| HALF && v == W - 1;
+            let mut b = job.w.data.as_ptr().add(t.p * k * 32 + t.k0 * wp);
             let mut acc = [[_mm512_setzero_ps(); W]; R];
             if t.k0 == 0 {
                 let bias = job.w.bias.as_ptr().add(t.p * 32);
@@ -477,15 +631,35 @@ mod x86 {
                     }
                 }
             }
-            for kk in 0..t.kc {
-                let bv: [__m512; W] =
-                    std::array::from_fn(|v| _mm512_load_ps(b.add((kk * W + v) * 16)));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a.add(r * lda + kk));
-                    for (acc, bv) in acc.iter_mut().zip(&bv) {
-                        *acc = _mm512_fmadd_ps(av, *bv, *acc);
+            let l = t.lhs;
+            for seg in 0..l.segs {
+                let a = l.a.add(seg * l.seg_stride);
+                for kk in 0..l.seg_len {
+                    let bv: [__m512; W] = std::array::from_fn(|v| {
+                        let at = b.add(kk * wp + 16 * v);
+                        match (HALF, half(v)) {
+                            (false, _) => _mm512_load_ps(at),
+                            (true, false) => _mm512_loadu_ps(at),
+                            (true, true) => _mm512_castps256_ps512(_mm256_load_ps(at)),
+                        }
+                    });
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*a.add(r * l.lda + kk));
+                        for (v, (acc, bv)) in acc.iter_mut().zip(&bv).enumerate() {
+                            *acc = if half(v) {
+                                let (x, y, z) = (
+                                    _mm512_castps512_ps256(av),
+                                    _mm512_castps512_ps256(*bv),
+                                    _mm512_castps512_ps256(*acc),
+                                );
+                                _mm512_castps256_ps512(_mm256_fmadd_ps(x, y, z))
+                            } else {
+                                _mm512_fmadd_ps(av, *bv, *acc)
+                            };
+                        }
                     }
                 }
+                b = b.add(l.seg_len * wp);
             }
             if t.k0 + t.kc == k && job.epi.act != Act::Silu {
                 // Last depth block: clamp and add the residual before the only store (SiLU
@@ -572,13 +746,12 @@ mod x86 {
         m0: __m256i,
         m1: __m256i,
     ) {
-        let (n, k, lda) = (job.w.n, job.w.k, job.lda);
+        let (n, k) = (job.w.n, job.w.k);
         let masks = [m0, m1];
         // SAFETY (whole body): as in `tile512`, with 16-wide panels of `W` vectors of 8.
         unsafe {
             let c = job.dst.add(t.i * n + t.p * 16);
-            let b = job.w.data.as_ptr().add(t.p * k * 16 + t.k0 * W * 8);
-            let a = job.lhs.as_ptr().add(t.i * lda + t.k0);
+            let mut b = job.w.data.as_ptr().add(t.p * k * 16 + t.k0 * W * 8);
             let mut acc = [[_mm256_setzero_ps(); W]; R];
             if t.k0 == 0 {
                 let bias = job.w.bias.as_ptr().add(t.p * 16);
@@ -591,15 +764,20 @@ mod x86 {
                     }
                 }
             }
-            for kk in 0..t.kc {
-                let bv: [__m256; W] =
-                    std::array::from_fn(|v| _mm256_load_ps(b.add((kk * W + v) * 8)));
-                for (r, acc) in acc.iter_mut().enumerate() {
-                    let av = _mm256_set1_ps(*a.add(r * lda + kk));
-                    for (acc, bv) in acc.iter_mut().zip(&bv) {
-                        *acc = _mm256_fmadd_ps(av, *bv, *acc);
+            let l = t.lhs;
+            for seg in 0..l.segs {
+                let a = l.a.add(seg * l.seg_stride);
+                for kk in 0..l.seg_len {
+                    let bv: [__m256; W] =
+                        std::array::from_fn(|v| _mm256_load_ps(b.add((kk * W + v) * 8)));
+                    for (r, acc) in acc.iter_mut().enumerate() {
+                        let av = _mm256_set1_ps(*a.add(r * l.lda + kk));
+                        for (acc, bv) in acc.iter_mut().zip(&bv) {
+                            *acc = _mm256_fmadd_ps(av, *bv, *acc);
+                        }
                     }
                 }
+                b = b.add(l.seg_len * W * 8);
             }
             for (r, acc) in acc.iter().enumerate() {
                 for (v, acc) in acc.iter().enumerate() {
@@ -663,6 +841,8 @@ mod tests {
                 (37, 70, 80, 70),
                 (50, 300, 64, 301),
                 (20, 30, 48, 30),
+                (15, 1100, 40, 1103),
+                (23, 50, 56, 50),
             ] {
                 for (act, with_res) in [
                     (Act::Silu, false),
@@ -703,9 +883,91 @@ mod tests {
     }
 
     #[test]
+    fn direct_conv_matches_im2col_reference_for_strides_paddings_and_row_tiles() {
+        use crate::plan::Pad;
+        let explicit = Pad::Explicit {
+            top: 1,
+            left: 1,
+            bottom: 1,
+            right: 1,
+        };
+        let isas: Vec<Isa> = [Some(Isa::best()), Isa::avx2()]
+            .into_iter()
+            .flatten()
+            .filter(|i| panel_width(*i).is_some())
+            .collect();
+        for isa in isas {
+            for (h, w, c, k, s, n, pad) in [
+                (13, 10, 3, 3, 2, 32, Pad::Same),
+                (16, 16, 3, 3, 2, 24, explicit),
+                (11, 29, 24, 3, 1, 24, explicit),
+                (9, 14, 5, 5, 2, 40, Pad::Same),
+                (12, 7, 16, 3, 2, 48, Pad::Same),
+                (10, 9, 64, 3, 1, 40, explicit),
+            ] {
+                let g = pad.geometry(h, w, c, k, s);
+                assert!(direct_fits(&g));
+                let (m, kdim) = (g.oh * g.ow, k * k * c);
+                let input = values(h * w * c, 1);
+                let wt = values(kdim * n, 2);
+                let bias = values(n, 3);
+                let mut col = vec![0f32; m * kdim];
+                kernels::im2col(Isa::scalar(), &input, g, 0, g.oh, &mut col);
+                let packed = Packed::new(isa, &wt, &bias, kdim, n).unwrap();
+                for (act, with_res, threads) in [
+                    (Act::Silu, false, 1),
+                    (Act::Relu6, true, 3),
+                    (Act::None, false, 1),
+                ] {
+                    let res = with_res.then(|| values(m * n, 4));
+                    let want = reference(&col, kdim, &wt, &bias, m, kdim, act, res.as_deref());
+                    let mut out = vec![f32::NAN; m * n];
+                    // Two row tiles, as the executor splits the image.
+                    let split = g.oh / 2 * g.ow * n;
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(threads)
+                        .build()
+                        .unwrap();
+                    let mut slab = Vec::new();
+                    for (oy0, range) in [(0, 0..split), (g.oh / 2, split..m * n)] {
+                        let epi = Epilogue {
+                            act,
+                            residual: res.as_deref().map(|r| &r[range.clone()]),
+                        };
+                        let dst = &mut out[range];
+                        pool.install(|| {
+                            conv_packed(
+                                isa,
+                                dst,
+                                &input,
+                                &g,
+                                oy0,
+                                packed.view(),
+                                epi,
+                                &mut slab,
+                                threads,
+                            )
+                        });
+                    }
+                    let d = out
+                        .iter()
+                        .zip(&want)
+                        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                        .fold(0.0, f32::max);
+                    let what = format!("{} {h}x{w}x{c} k{k} s{s} n{n} {act:?}", isa.name());
+                    assert!(d < 2e-5, "{what}: {d}");
+                }
+            }
+        }
+    }
+
+    #[test]
     fn scaled_packed_weights_equal_packing_scaled_weights() {
-        for isa in [Isa::best(), Isa::avx2().unwrap_or(Isa::best())] {
-            let (k, n) = (37, 45);
+        for (isa, n) in [Isa::best(), Isa::avx2().unwrap_or(Isa::best())]
+            .into_iter()
+            .flat_map(|isa| [(isa, 45), (isa, 56)])
+        {
+            let k = 37;
             let w = values(k * n, 5);
             let bias = values(n, 6);
             let gates = values(k, 7);
@@ -721,6 +983,105 @@ mod tests {
             let got = packed.scaled(isa, &gates, &mut scratch);
             assert_eq!(got.data, want.view().data);
             assert_eq!(got.bias, want.view().bias);
+        }
+    }
+}
+
+#[cfg(test)]
+mod bench {
+    use super::*;
+
+    /// `cargo test --release -p effnet-cpu gemm_shapes -- --ignored --nocapture`: GFLOP/s of
+    /// the packed GEMM on the models' 1×1 shapes, one thread.
+    #[test]
+    #[ignore]
+    fn gemm_shapes() {
+        let isa = Isa::best();
+        for (m, k, n, act) in [
+            (1024, 16, 96, Act::Relu6),
+            (1024, 24, 144, Act::Relu6),
+            (784, 40, 240, Act::Relu6),
+            (196, 80, 480, Act::Relu6),
+            (1024, 32, 16, Act::None),
+            (1024, 96, 24, Act::None),
+            (1024, 144, 24, Act::None),
+            (784, 144, 40, Act::None),
+            (196, 480, 80, Act::None),
+            (1024, 216, 24, Act::Silu),
+            (1024, 432, 192, Act::Silu),
+            (196, 960, 160, Act::None),
+            (49, 1536, 256, Act::None),
+            (196, 576, 256, Act::Silu),
+        ] {
+            let lhs = vec![0.5f32; m * k];
+            let w = vec![0.01f32; k * n];
+            let bias = vec![0.1f32; n];
+            let p = Packed::new(isa, &w, &bias, k, n).unwrap();
+            let mut out = vec![0f32; m * n];
+            let epi = Epilogue {
+                act,
+                residual: None,
+            };
+            let reps = (2e9 / (2 * m * k * n) as f64) as usize + 1;
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    gemm_packed(isa, &mut out, &lhs, k, m, p.view(), epi, 1);
+                }
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let gf = 2.0 * (m * k * n) as f64 / best / 1e9;
+            println!(
+                "m{m} k{k} n{n} {act:?}: {:.1} us {gf:.1} GFLOP/s",
+                best * 1e6
+            );
+        }
+    }
+
+    /// GMAC/s of the depthwise kernel on Lite0's shapes, one thread.
+    #[test]
+    #[ignore]
+    fn depthwise_shapes() {
+        let isa = Isa::best();
+        for (h, c, k, s) in [
+            (112, 32, 3, 1),
+            (112, 96, 3, 2),
+            (56, 144, 3, 1),
+            (56, 144, 5, 2),
+            (28, 240, 5, 1),
+            (28, 240, 3, 2),
+            (14, 480, 3, 1),
+            (14, 672, 5, 1),
+            (14, 672, 5, 2),
+            (7, 1152, 5, 1),
+            (7, 1536, 3, 1),
+            (14, 960, 3, 2),
+            (28, 256, 3, 2),
+            (14, 512, 3, 1),
+            (14, 768, 3, 1),
+            (14, 960, 3, 1),
+        ] {
+            let g = crate::plan::Pad::Same.geometry(h, h, c, k, s);
+            let input = vec![0.5f32; h * h * c];
+            let w = vec![0.01f32; k * k * c];
+            let bias = vec![0.1f32; c];
+            let mut out = vec![0f32; g.oh * g.ow * c];
+            let macs = g.oh * g.ow * c * k * k;
+            let reps = (1e9 / macs as f64) as usize + 1;
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    kernels::depthwise(isa, &input, &w, &bias, Act::Relu6, g, 0, &mut out, None);
+                }
+                best = best.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let gm = macs as f64 / best / 1e9;
+            println!(
+                "dw h{h} c{c} k{k} s{s}: {:.1} us {gm:.1} GMAC/s",
+                best * 1e6
+            );
         }
     }
 }
