@@ -561,15 +561,28 @@ fn gated_projection<'a>(
     let c = gates.len();
     match packed {
         _ if pixels.len() / c < p.cout => {
-            kernels::scale_columns(ctx.isa, pixels, gates);
+            scale_pixels(ctx, pixels, gates);
             Weights::of(p, packed)
         }
-        Some(pp) => Weights::Packed(pp.scaled(ctx.isa, gates, scaled)),
+        Some(pp) => Weights::Packed(pp.scaled(ctx.isa, gates, scaled, ctx.threads)),
         None => {
             let scaled = &mut scaled[..p.cin * p.cout];
             kernels::scale_rows(ctx.isa, scaled, &p.weight, gates, p.cout);
             Weights::Plain(scaled)
         }
+    }
+}
+
+/// Scales every pixel's channels by `gates`, in row blocks over the threads.
+fn scale_pixels(ctx: Ctx, pixels: &mut [f32], gates: &[f32]) {
+    let c = gates.len();
+    if ctx.threads > 1 {
+        let rows = (pixels.len() / c).div_ceil(ctx.threads).max(1);
+        pixels
+            .par_chunks_mut(rows * c)
+            .for_each(|p| kernels::scale_columns(ctx.isa, p, gates));
+    } else {
+        kernels::scale_columns(ctx.isa, pixels, gates);
     }
 }
 
@@ -612,18 +625,8 @@ fn conv(
     let out = &mut out[..pixels * c.cout];
     // Small images: one tile, the GEMM itself split over the threads.
     let small = ctx.threads > 1 && pixels < ctx.threads * 128;
-    let rows = if small {
-        g.oh
-    } else {
-        let mut rows = (tile_pixels(kdim) / g.ow).max(1);
-        if ctx.threads > 1 {
-            rows = rows.min(g.oh.div_ceil(2 * ctx.threads)).max(1);
-        }
-        rows
-    };
     let gemm_threads = if small { ctx.threads } else { 1 };
-    let tile = |i: usize, dst: &mut [f32]| {
-        let oy0 = i * rows;
+    let tile = |oy0: usize, dst: &mut [f32]| {
         let m = dst.len() / c.cout;
         let p0 = oy0 * g.ow;
         let res = residual.map(|r| &r[p0 * c.cout..(p0 + m) * c.cout]);
@@ -653,17 +656,42 @@ fn conv(
             });
         }
     };
-    let chunk = rows * g.ow * c.cout;
-    if ctx.threads > 1 && !small {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, d)| tile(i, d));
+    let rows = (tile_pixels(kdim) / g.ow).max(1);
+    let row_len = g.ow * c.cout;
+    if small {
+        tile(0, out);
+    } else if ctx.threads > 1 {
+        // Equal tiles, a multiple of the threads, at least two per thread (for stealing).
+        let per = g.oh.div_ceil(ctx.threads * rows).max(2);
+        let n = (ctx.threads * per).min(g.oh);
+        split_rows(out, row_len, g.oh, n)
+            .into_par_iter()
+            .for_each(|(oy0, d)| tile(oy0, d));
     } else {
-        out.chunks_mut(chunk)
+        out.chunks_mut(rows * row_len)
             .enumerate()
-            .for_each(|(i, d)| tile(i, d));
+            .for_each(|(i, d)| tile(i * rows, d));
     }
     (g.oh, g.ow)
+}
+
+/// `out` (`total` rows of `row_len` floats) cut into `n` tiles of near-equal row counts, each
+/// with its first row: tiles of a fixed height would leave e.g. 56 rows of 12 as 5 tiles,
+/// 3 + 2 on two threads.
+fn split_rows(
+    mut out: &mut [f32],
+    row_len: usize,
+    total: usize,
+    n: usize,
+) -> Vec<(usize, &mut [f32])> {
+    let mut tiles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (r0, r1) = (i * total / n, (i + 1) * total / n);
+        let (head, rest) = std::mem::take(&mut out).split_at_mut((r1 - r0) * row_len);
+        tiles.push((r0, head));
+        out = rest;
+    }
+    tiles
 }
 
 /// Depthwise conv over row tiles; with `sums`, also the per-channel sums of the output
@@ -676,56 +704,41 @@ fn depthwise(
     out: &mut [f32],
     sums: Option<(&mut [f32], &mut [f32])>,
 ) {
-    let tiles = if ctx.threads > 1 {
+    // Near-equal row tiles, a multiple of the threads where the rows allow.
+    let n = if ctx.threads > 1 {
         (DW_TILES_PER_THREAD * ctx.threads).min(g.oh)
     } else {
         1
     };
-    let rows = g.oh.div_ceil(tiles);
-    let chunk = rows * g.ow * d.c;
-    let run = |i: usize, dst: &mut [f32], s: Option<&mut [f32]>| {
-        kernels::depthwise(
-            ctx.isa,
-            input,
-            &d.weight,
-            &d.bias,
-            d.act,
-            g,
-            i * rows,
-            dst,
-            s,
-        );
+    let run = |oy0: usize, dst: &mut [f32], s: Option<&mut [f32]>| {
+        kernels::depthwise(ctx.isa, input, &d.weight, &d.bias, d.act, g, oy0, dst, s);
     };
+    let tiles = split_rows(out, g.ow * d.c, g.oh, n);
     match sums {
         Some((partial, total)) => {
-            let n = out.len().div_ceil(chunk);
             let partial = &mut partial[..n * d.c];
             partial.fill(0.0);
             if ctx.threads > 1 {
-                out.par_chunks_mut(chunk)
+                tiles
+                    .into_par_iter()
                     .zip(partial.par_chunks_mut(d.c))
-                    .enumerate()
-                    .for_each(|(i, (dst, s))| run(i, dst, Some(s)));
+                    .for_each(|((oy0, dst), s)| run(oy0, dst, Some(s)));
             } else {
-                for (i, (dst, s)) in out
-                    .chunks_mut(chunk)
-                    .zip(partial.chunks_mut(d.c))
-                    .enumerate()
-                {
-                    run(i, dst, Some(s));
+                for ((oy0, dst), s) in tiles.into_iter().zip(partial.chunks_mut(d.c)) {
+                    run(oy0, dst, Some(s));
                 }
             }
             total.fill(0.0);
             kernels::column_sums(ctx.isa, partial, total);
         }
         None if ctx.threads > 1 => {
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(i, dst)| run(i, dst, None));
+            tiles
+                .into_par_iter()
+                .for_each(|(oy0, dst)| run(oy0, dst, None));
         }
         None => {
-            for (i, dst) in out.chunks_mut(chunk).enumerate() {
-                run(i, dst, None);
+            for (oy0, dst) in tiles {
+                run(oy0, dst, None);
             }
         }
     }
