@@ -15,7 +15,7 @@ use crate::error::CpuError;
 use crate::gemm::{Epilogue, MAX_NR, Packed, PackedRef};
 use crate::isa::Isa;
 use crate::kernels;
-use crate::plan::{BlockPlan, Conv, Plan};
+use crate::plan::{BlockPlan, Conv, Plan, SqueezeExcite};
 
 /// Memory layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +108,8 @@ struct Arena {
     mean: Vec<f32>,
     hidden: Vec<f32>,
     gates: Vec<f32>,
+    /// Zeros, the bias of all but the first partial product of a split SE matrix-vector.
+    zeros: Vec<f32>,
     scaled: Vec<f32>,
     pooled: Vec<f32>,
 }
@@ -129,6 +131,7 @@ impl Arena {
             mean: vec![0.0; s.channels],
             hidden: vec![0.0; s.channels],
             gates: vec![0.0; s.channels],
+            zeros: vec![0.0; s.channels],
             scaled: vec![0.0; s.se_weights],
             pooled: vec![0.0; plan.head.cout],
         }
@@ -476,6 +479,7 @@ impl Executor {
             mean,
             hidden,
             gates,
+            zeros,
             scaled,
             ..
         } = a;
@@ -514,16 +518,15 @@ impl Executor {
                 let c = d.c;
                 let inv = 1.0 / (h * w) as f32;
                 mean[..c].iter_mut().for_each(|v| *v *= inv);
-                kernels::se_gates(
-                    ctx.isa,
+                let sq = se.b_reduce.len();
+                let scratch = (&mut partial[..], &zeros[..]);
+                se_gates(
+                    ctx,
+                    se,
                     &mean[..c],
-                    &se.w_reduce,
-                    &se.b_reduce,
-                    &se.w_expand,
-                    &se.b_expand,
-                    se.act,
-                    &mut hidden[..se.b_reduce.len()],
+                    &mut hidden[..sq],
                     &mut gates[..c],
+                    scratch,
                 );
                 let pixels = &mut m2[..h * w * c];
                 rhs = Some(gated_projection(
@@ -545,6 +548,72 @@ impl Executor {
         }
         (h, w)
     }
+}
+
+/// Squeeze-excitation gates of `mean`. On several threads both products are split by rows
+/// of their weights into partial sums (in `scratch.0`; `scratch.1` are zeros): the weights
+/// come from memory once per image (0.8 MB per block in V2-S's last stage), so one core
+/// reading them alone takes as long as a 7x7 layer's GEMM.
+fn se_gates(
+    ctx: Ctx,
+    se: &SqueezeExcite,
+    mean: &[f32],
+    hidden: &mut [f32],
+    gates: &mut [f32],
+    scratch: (&mut [f32], &[f32]),
+) {
+    if ctx.threads == 1 {
+        let (wr, br, we, be) = (&se.w_reduce, &se.b_reduce, &se.w_expand, &se.b_expand);
+        kernels::se_gates(ctx.isa, mean, wr, br, we, be, se.act, hidden, gates);
+        return;
+    }
+    let (partial, zeros) = scratch;
+    split_vec_mat(
+        ctx,
+        mean,
+        &se.w_reduce,
+        &se.b_reduce,
+        hidden,
+        partial,
+        zeros,
+    );
+    kernels::bias_act(ctx.isa, hidden, &zeros[..hidden.len()], se.act, None);
+    split_vec_mat(
+        ctx,
+        hidden,
+        &se.w_expand,
+        &se.b_expand,
+        gates,
+        partial,
+        zeros,
+    );
+    gates
+        .iter_mut()
+        .for_each(|g| *g = kernels::sigmoid_fast::<false>(*g));
+}
+
+/// `out = bias + x · w` like [`kernels::vec_mat`], with the rows of `w` split over the
+/// threads into partial sums in `partial` (`zeros` as the others' bias), added after.
+fn split_vec_mat(
+    ctx: Ctx,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    partial: &mut [f32],
+    zeros: &[f32],
+) {
+    let n = out.len();
+    let parts = ctx.threads.min(x.len()).max(1);
+    let partial = &mut partial[..parts * n];
+    partial.par_chunks_mut(n).enumerate().for_each(|(t, p)| {
+        let rows = t * x.len() / parts..(t + 1) * x.len() / parts;
+        let b = if t == 0 { bias } else { &zeros[..n] };
+        let w = &w[rows.start * n..rows.end * n];
+        kernels::vec_mat(ctx.isa, &x[rows], w, b, p);
+    });
+    out.fill(0.0);
+    kernels::column_sums(ctx.isa, partial, out);
 }
 
 /// Folds the squeeze-excitation gates into the projection: the block's pixels are scaled in
