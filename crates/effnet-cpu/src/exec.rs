@@ -409,7 +409,7 @@ impl Executor {
             }
         };
         let t = Instant::now();
-        to_nhwc(img, h, w, layout, &mut a.x[..3 * h * w]);
+        to_nhwc(ctx, img, h, w, layout, &mut a.x[..3 * h * w]);
         let stem = &self.plan.stem;
         let ws = Weights::of(stem, self.packs.as_ref().map(|p| &p.stem));
         let (mut h, mut w) = conv(ctx, stem, ws, &a.x, h, w, &mut a.y, None);
@@ -660,16 +660,26 @@ fn residual(skip: bool, x: &[f32]) -> Option<&[f32]> {
     if skip { Some(x) } else { None }
 }
 
-/// Copies one image into `[h][w][3]`.
-fn to_nhwc(img: &[f32], h: usize, w: usize, layout: Layout, out: &mut [f32]) {
+/// Copies one image into `[h][w][3]`; from NCHW in row blocks over the threads (the gather
+/// takes as long as a small layer).
+fn to_nhwc(ctx: Ctx, img: &[f32], h: usize, w: usize, layout: Layout, out: &mut [f32]) {
     match layout {
         Layout::Nhwc => out.copy_from_slice(img),
         Layout::Nchw => {
             let plane = h * w;
-            for (p, px) in out.chunks_exact_mut(3).enumerate() {
-                for (c, v) in px.iter_mut().enumerate() {
-                    *v = img[c * plane + p];
+            let gather = |p0: usize, out: &mut [f32]| {
+                for (p, px) in out.chunks_exact_mut(3).enumerate() {
+                    for (c, v) in px.iter_mut().enumerate() {
+                        *v = img[c * plane + p0 + p];
+                    }
                 }
+            };
+            if ctx.threads > 1 {
+                split_rows(out, 3 * w, h, ctx.threads.min(h))
+                    .into_par_iter()
+                    .for_each(|(y0, o)| gather(y0 * w, o));
+            } else {
+                gather(0, out);
             }
         }
     }
