@@ -15,7 +15,7 @@ use crate::error::CpuError;
 use crate::gemm::{Epilogue, MAX_NR, Packed, PackedRef};
 use crate::isa::Isa;
 use crate::kernels;
-use crate::plan::{BlockPlan, Conv, Plan};
+use crate::plan::{BlockPlan, Conv, Plan, SqueezeExcite};
 
 /// Memory layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +108,8 @@ struct Arena {
     mean: Vec<f32>,
     hidden: Vec<f32>,
     gates: Vec<f32>,
+    /// Zeros, the bias of all but the first partial product of a split SE matrix-vector.
+    zeros: Vec<f32>,
     scaled: Vec<f32>,
     pooled: Vec<f32>,
 }
@@ -129,6 +131,7 @@ impl Arena {
             mean: vec![0.0; s.channels],
             hidden: vec![0.0; s.channels],
             gates: vec![0.0; s.channels],
+            zeros: vec![0.0; s.channels],
             scaled: vec![0.0; s.se_weights],
             pooled: vec![0.0; plan.head.cout],
         }
@@ -406,7 +409,7 @@ impl Executor {
             }
         };
         let t = Instant::now();
-        to_nhwc(img, h, w, layout, &mut a.x[..3 * h * w]);
+        to_nhwc(ctx, img, h, w, layout, &mut a.x[..3 * h * w]);
         let stem = &self.plan.stem;
         let ws = Weights::of(stem, self.packs.as_ref().map(|p| &p.stem));
         let (mut h, mut w) = conv(ctx, stem, ws, &a.x, h, w, &mut a.y, None);
@@ -476,6 +479,7 @@ impl Executor {
             mean,
             hidden,
             gates,
+            zeros,
             scaled,
             ..
         } = a;
@@ -514,16 +518,15 @@ impl Executor {
                 let c = d.c;
                 let inv = 1.0 / (h * w) as f32;
                 mean[..c].iter_mut().for_each(|v| *v *= inv);
-                kernels::se_gates(
-                    ctx.isa,
+                let sq = se.b_reduce.len();
+                let scratch = (&mut partial[..], &zeros[..]);
+                se_gates(
+                    ctx,
+                    se,
                     &mean[..c],
-                    &se.w_reduce,
-                    &se.b_reduce,
-                    &se.w_expand,
-                    &se.b_expand,
-                    se.act,
-                    &mut hidden[..se.b_reduce.len()],
+                    &mut hidden[..sq],
                     &mut gates[..c],
+                    scratch,
                 );
                 let pixels = &mut m2[..h * w * c];
                 rhs = Some(gated_projection(
@@ -547,6 +550,72 @@ impl Executor {
     }
 }
 
+/// Squeeze-excitation gates of `mean`. On several threads both products are split by rows
+/// of their weights into partial sums (in `scratch.0`; `scratch.1` are zeros): the weights
+/// come from memory once per image (0.8 MB per block in V2-S's last stage), so one core
+/// reading them alone takes as long as a 7x7 layer's GEMM.
+fn se_gates(
+    ctx: Ctx,
+    se: &SqueezeExcite,
+    mean: &[f32],
+    hidden: &mut [f32],
+    gates: &mut [f32],
+    scratch: (&mut [f32], &[f32]),
+) {
+    if ctx.threads == 1 {
+        let (wr, br, we, be) = (&se.w_reduce, &se.b_reduce, &se.w_expand, &se.b_expand);
+        kernels::se_gates(ctx.isa, mean, wr, br, we, be, se.act, hidden, gates);
+        return;
+    }
+    let (partial, zeros) = scratch;
+    split_vec_mat(
+        ctx,
+        mean,
+        &se.w_reduce,
+        &se.b_reduce,
+        hidden,
+        partial,
+        zeros,
+    );
+    kernels::bias_act(ctx.isa, hidden, &zeros[..hidden.len()], se.act, None);
+    split_vec_mat(
+        ctx,
+        hidden,
+        &se.w_expand,
+        &se.b_expand,
+        gates,
+        partial,
+        zeros,
+    );
+    gates
+        .iter_mut()
+        .for_each(|g| *g = kernels::sigmoid_fast::<false>(*g));
+}
+
+/// `out = bias + x · w` like [`kernels::vec_mat`], with the rows of `w` split over the
+/// threads into partial sums in `partial` (`zeros` as the others' bias), added after.
+fn split_vec_mat(
+    ctx: Ctx,
+    x: &[f32],
+    w: &[f32],
+    bias: &[f32],
+    out: &mut [f32],
+    partial: &mut [f32],
+    zeros: &[f32],
+) {
+    let n = out.len();
+    let parts = ctx.threads.min(x.len()).max(1);
+    let partial = &mut partial[..parts * n];
+    partial.par_chunks_mut(n).enumerate().for_each(|(t, p)| {
+        let rows = t * x.len() / parts..(t + 1) * x.len() / parts;
+        let b = if t == 0 { bias } else { &zeros[..n] };
+        let w = &w[rows.start * n..rows.end * n];
+        kernels::vec_mat(ctx.isa, &x[rows], w, b, p);
+    });
+    out.fill(0.0);
+    kernels::column_sums(ctx.isa, partial, out);
+}
+
 /// Folds the squeeze-excitation gates into the projection: the block's pixels are scaled in
 /// place when there are fewer of them than output channels (7x7 stages), else the projection
 /// weights are scaled into `scaled`.
@@ -561,10 +630,10 @@ fn gated_projection<'a>(
     let c = gates.len();
     match packed {
         _ if pixels.len() / c < p.cout => {
-            kernels::scale_columns(ctx.isa, pixels, gates);
+            scale_pixels(ctx, pixels, gates);
             Weights::of(p, packed)
         }
-        Some(pp) => Weights::Packed(pp.scaled(ctx.isa, gates, scaled)),
+        Some(pp) => Weights::Packed(pp.scaled(ctx.isa, gates, scaled, ctx.threads)),
         None => {
             let scaled = &mut scaled[..p.cin * p.cout];
             kernels::scale_rows(ctx.isa, scaled, &p.weight, gates, p.cout);
@@ -573,21 +642,44 @@ fn gated_projection<'a>(
     }
 }
 
+/// Scales every pixel's channels by `gates`, in row blocks over the threads.
+fn scale_pixels(ctx: Ctx, pixels: &mut [f32], gates: &[f32]) {
+    let c = gates.len();
+    if ctx.threads > 1 {
+        let rows = (pixels.len() / c).div_ceil(ctx.threads).max(1);
+        pixels
+            .par_chunks_mut(rows * c)
+            .for_each(|p| kernels::scale_columns(ctx.isa, p, gates));
+    } else {
+        kernels::scale_columns(ctx.isa, pixels, gates);
+    }
+}
+
 /// The block input as residual when the block has a skip connection.
 fn residual(skip: bool, x: &[f32]) -> Option<&[f32]> {
     if skip { Some(x) } else { None }
 }
 
-/// Copies one image into `[h][w][3]`.
-fn to_nhwc(img: &[f32], h: usize, w: usize, layout: Layout, out: &mut [f32]) {
+/// Copies one image into `[h][w][3]`; from NCHW in row blocks over the threads (the gather
+/// takes as long as a small layer).
+fn to_nhwc(ctx: Ctx, img: &[f32], h: usize, w: usize, layout: Layout, out: &mut [f32]) {
     match layout {
         Layout::Nhwc => out.copy_from_slice(img),
         Layout::Nchw => {
             let plane = h * w;
-            for (p, px) in out.chunks_exact_mut(3).enumerate() {
-                for (c, v) in px.iter_mut().enumerate() {
-                    *v = img[c * plane + p];
+            let gather = |p0: usize, out: &mut [f32]| {
+                for (p, px) in out.chunks_exact_mut(3).enumerate() {
+                    for (c, v) in px.iter_mut().enumerate() {
+                        *v = img[c * plane + p0 + p];
+                    }
                 }
+            };
+            if ctx.threads > 1 {
+                split_rows(out, 3 * w, h, ctx.threads.min(h))
+                    .into_par_iter()
+                    .for_each(|(y0, o)| gather(y0 * w, o));
+            } else {
+                gather(0, out);
             }
         }
     }
@@ -612,18 +704,8 @@ fn conv(
     let out = &mut out[..pixels * c.cout];
     // Small images: one tile, the GEMM itself split over the threads.
     let small = ctx.threads > 1 && pixels < ctx.threads * 128;
-    let rows = if small {
-        g.oh
-    } else {
-        let mut rows = (tile_pixels(kdim) / g.ow).max(1);
-        if ctx.threads > 1 {
-            rows = rows.min(g.oh.div_ceil(2 * ctx.threads)).max(1);
-        }
-        rows
-    };
     let gemm_threads = if small { ctx.threads } else { 1 };
-    let tile = |i: usize, dst: &mut [f32]| {
-        let oy0 = i * rows;
+    let tile = |oy0: usize, dst: &mut [f32]| {
         let m = dst.len() / c.cout;
         let p0 = oy0 * g.ow;
         let res = residual.map(|r| &r[p0 * c.cout..(p0 + m) * c.cout]);
@@ -661,17 +743,42 @@ fn conv(
             });
         }
     };
-    let chunk = rows * g.ow * c.cout;
-    if ctx.threads > 1 && !small {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(i, d)| tile(i, d));
+    let rows = (tile_pixels(kdim) / g.ow).max(1);
+    let row_len = g.ow * c.cout;
+    if small {
+        tile(0, out);
+    } else if ctx.threads > 1 {
+        // Equal tiles, a multiple of the threads, at least two per thread (for stealing).
+        let per = g.oh.div_ceil(ctx.threads * rows).max(2);
+        let n = (ctx.threads * per).min(g.oh);
+        split_rows(out, row_len, g.oh, n)
+            .into_par_iter()
+            .for_each(|(oy0, d)| tile(oy0, d));
     } else {
-        out.chunks_mut(chunk)
+        out.chunks_mut(rows * row_len)
             .enumerate()
-            .for_each(|(i, d)| tile(i, d));
+            .for_each(|(i, d)| tile(i * rows, d));
     }
     (g.oh, g.ow)
+}
+
+/// `out` (`total` rows of `row_len` floats) cut into `n` tiles of near-equal row counts, each
+/// with its first row: tiles of a fixed height would leave e.g. 56 rows of 12 as 5 tiles,
+/// 3 + 2 on two threads.
+fn split_rows(
+    mut out: &mut [f32],
+    row_len: usize,
+    total: usize,
+    n: usize,
+) -> Vec<(usize, &mut [f32])> {
+    let mut tiles = Vec::with_capacity(n);
+    for i in 0..n {
+        let (r0, r1) = (i * total / n, (i + 1) * total / n);
+        let (head, rest) = std::mem::take(&mut out).split_at_mut((r1 - r0) * row_len);
+        tiles.push((r0, head));
+        out = rest;
+    }
+    tiles
 }
 
 /// Depthwise conv over row tiles; with `sums`, also the per-channel sums of the output
@@ -684,56 +791,41 @@ fn depthwise(
     out: &mut [f32],
     sums: Option<(&mut [f32], &mut [f32])>,
 ) {
-    let tiles = if ctx.threads > 1 {
+    // Near-equal row tiles, a multiple of the threads where the rows allow.
+    let n = if ctx.threads > 1 {
         (DW_TILES_PER_THREAD * ctx.threads).min(g.oh)
     } else {
         1
     };
-    let rows = g.oh.div_ceil(tiles);
-    let chunk = rows * g.ow * d.c;
-    let run = |i: usize, dst: &mut [f32], s: Option<&mut [f32]>| {
-        kernels::depthwise(
-            ctx.isa,
-            input,
-            &d.weight,
-            &d.bias,
-            d.act,
-            g,
-            i * rows,
-            dst,
-            s,
-        );
+    let run = |oy0: usize, dst: &mut [f32], s: Option<&mut [f32]>| {
+        kernels::depthwise(ctx.isa, input, &d.weight, &d.bias, d.act, g, oy0, dst, s);
     };
+    let tiles = split_rows(out, g.ow * d.c, g.oh, n);
     match sums {
         Some((partial, total)) => {
-            let n = out.len().div_ceil(chunk);
             let partial = &mut partial[..n * d.c];
             partial.fill(0.0);
             if ctx.threads > 1 {
-                out.par_chunks_mut(chunk)
+                tiles
+                    .into_par_iter()
                     .zip(partial.par_chunks_mut(d.c))
-                    .enumerate()
-                    .for_each(|(i, (dst, s))| run(i, dst, Some(s)));
+                    .for_each(|((oy0, dst), s)| run(oy0, dst, Some(s)));
             } else {
-                for (i, (dst, s)) in out
-                    .chunks_mut(chunk)
-                    .zip(partial.chunks_mut(d.c))
-                    .enumerate()
-                {
-                    run(i, dst, Some(s));
+                for ((oy0, dst), s) in tiles.into_iter().zip(partial.chunks_mut(d.c)) {
+                    run(oy0, dst, Some(s));
                 }
             }
             total.fill(0.0);
             kernels::column_sums(ctx.isa, partial, total);
         }
         None if ctx.threads > 1 => {
-            out.par_chunks_mut(chunk)
-                .enumerate()
-                .for_each(|(i, dst)| run(i, dst, None));
+            tiles
+                .into_par_iter()
+                .for_each(|(oy0, dst)| run(oy0, dst, None));
         }
         None => {
-            for (i, dst) in out.chunks_mut(chunk).enumerate() {
-                run(i, dst, None);
+            for (oy0, dst) in tiles {
+                run(oy0, dst, None);
             }
         }
     }

@@ -183,28 +183,31 @@ impl Packed {
 
     /// Writes these weights with row `kk` scaled by `gates[kk]` into `scratch` (at least
     /// [`buffer_len`](Self::buffer_len) floats) and returns the view of the result: the SE
-    /// gate folded into the projection.
+    /// gate folded into the projection. Panels are split over `threads` (at batch 1 this
+    /// copy is as long as a 7×7 layer's GEMM is short).
     pub(crate) fn scaled<'a>(
         &'a self,
         isa: Isa,
         gates: &[f32],
         scratch: &'a mut [f32],
+        threads: usize,
     ) -> PackedRef<'a> {
         assert_eq!(gates.len(), self.k);
         let src = self.view();
         let len = src.data.len();
         let start = aligned_start(scratch);
         let dst = &mut scratch[start..start + len];
-        for p in 0..src.panels() {
-            let (at, wp) = (p * self.k * self.nr, width(p, self.n, self.nr));
-            let len = self.k * wp;
-            kernels::scale_rows(
-                isa,
-                &mut dst[at..at + len],
-                &src.data[at..at + len],
-                gates,
-                wp,
-            );
+        let stride = self.k * self.nr;
+        // Every panel is `stride` floats but the last, which may be narrower.
+        let scale = |(p, (d, s)): (usize, (&mut [f32], &[f32]))| {
+            kernels::scale_rows(isa, d, s, gates, width(p, self.n, self.nr));
+        };
+        if threads > 1 {
+            let panels = dst.par_chunks_mut(stride).zip(src.data.par_chunks(stride));
+            panels.enumerate().for_each(scale);
+        } else {
+            let panels = dst.chunks_mut(stride).zip(src.data.chunks(stride));
+            panels.enumerate().for_each(scale);
         }
         PackedRef { data: dst, ..src }
     }
@@ -264,15 +267,34 @@ pub(crate) fn gemm_packed(
         return;
     }
     let ptr = DstPtr(dst.as_mut_ptr());
-    let run = |range: Range<usize>| {
-        // SAFETY: `dst` holds m×n values (checked above) and outlives this call; every worker
-        // gets a disjoint range of column panels, so no element is written twice at once.
-        unsafe { run_panels(isa, ptr.get(), lhs, lda, m, w, epi, None, range) }
+    let run = |(rows, range): Block| {
+        let epi = Epilogue {
+            residual: epi.residual.map(|r| &r[rows.start * n..rows.end * n]),
+            ..epi
+        };
+        // SAFETY: `dst` holds m×n values (checked above) and outlives this call; the blocks
+        // of all workers are disjoint (`Split`), so no element is written twice at once, and
+        // `rows` is inside `0..m`, so the offset pointer and `lhs` rows stay in bounds.
+        unsafe {
+            let dst = ptr.get().add(rows.start * n);
+            let lhs = &lhs[rows.start * lda..];
+            run_panels(isa, dst, lhs, lda, rows.len(), w, epi, None, range)
+        }
     };
-    split_panels(w.panels(), threads, run);
+    let panels = w.panels();
+    let parts = threads.min(panels * m.div_ceil(SPLIT_ROWS)).max(1);
+    if parts == 1 {
+        run((0..m, 0..panels));
+    } else {
+        let split = Split::new(w, m, parts);
+        (0..parts)
+            .into_par_iter()
+            .for_each(|t| split.blocks(t).into_iter().flatten().for_each(run));
+    }
 }
 
-/// Runs `run` on `panels` column panels, split into ranges over up to `threads` rayon threads.
+/// Runs `run` on `panels` column panels, split into ranges over up to `threads` rayon threads
+/// (the direct conv, whose rows index a padded slab, splits by panels only).
 fn split_panels(panels: usize, threads: usize, run: impl Fn(Range<usize>) + Sync) {
     let parts = threads.min(panels).max(1);
     if parts == 1 {
@@ -281,6 +303,74 @@ fn split_panels(panels: usize, threads: usize, run: impl Fn(Range<usize>) + Sync
         (0..parts)
             .into_par_iter()
             .for_each(|t| run(t * panels / parts..(t + 1) * panels / parts));
+    }
+}
+
+/// Rows of a panel split between two workers come in multiples of this (of every `MR`).
+const SPLIT_ROWS: usize = 12;
+
+/// Output rows × column panels that one worker computes.
+type Block = (Range<usize>, Range<usize>);
+
+/// Equal shares of a product's work for `parts` workers. The work is laid out panel after
+/// panel, each `m` rows × its width, and cut into `parts` equal lengths; a cut inside a panel
+/// falls on a multiple of [`SPLIT_ROWS`]. Whole panels alone would leave e.g. 5 panels (160
+/// channels) at 3 + 2 on two threads; halves of one panel balance them at the price of
+/// reading its weights twice.
+struct Split {
+    m: usize,
+    parts: usize,
+    /// Column offset of each panel, and of the end (`panels + 1` entries).
+    starts: Vec<usize>,
+}
+
+impl Split {
+    fn new(w: PackedRef<'_>, m: usize, parts: usize) -> Self {
+        let panels = w.panels();
+        let mut starts: Vec<usize> = (0..panels).map(|p| p * w.nr).collect();
+        starts.push(starts[panels - 1] + width(panels - 1, w.n, w.nr));
+        Self { m, parts, starts }
+    }
+
+    /// Where the work of the first `t` workers ends, as (panel, row).
+    fn cut(&self, t: usize) -> (usize, usize) {
+        let total = self.starts[self.starts.len() - 1] * self.m;
+        let at = total * t / self.parts;
+        let p = self.starts.partition_point(|&s| s * self.m <= at) - 1;
+        if p + 1 == self.starts.len() {
+            return (p, 0);
+        }
+        // `off` column-rows into panel p: the nearest allowed row (a multiple of SPLIT_ROWS,
+        // or the end).
+        let wp = self.starts[p + 1] - self.starts[p];
+        let off = at - self.starts[p] * self.m;
+        let down = off / wp / SPLIT_ROWS * SPLIT_ROWS;
+        let up = (down + SPLIT_ROWS).min(self.m);
+        let rows = if off - down * wp <= up * wp - off {
+            down
+        } else {
+            up
+        };
+        if rows >= self.m {
+            (p + 1, 0)
+        } else {
+            (p, rows)
+        }
+    }
+
+    /// Worker `t`'s blocks: the tail of a cut panel, whole panels, the head of a cut panel.
+    fn blocks(&self, t: usize) -> [Option<Block>; 3] {
+        let ((p0, r0), (p1, r1)) = (self.cut(t), self.cut(t + 1));
+        let m = self.m;
+        if p0 == p1 {
+            return [(r0 < r1).then_some((r0..r1, p0..p0 + 1)), None, None];
+        }
+        let full = if r0 > 0 { p0 + 1 } else { p0 };
+        [
+            (r0 > 0).then_some((r0..m, p0..p0 + 1)),
+            (full < p1).then_some((0..m, full..p1)),
+            (r1 > 0).then_some((0..r1, p1..p1 + 1)),
+        ]
     }
 }
 
@@ -856,7 +946,7 @@ mod tests {
                     let res = with_res.then(|| values(m * n, 4));
                     let want = reference(&lhs, lda, &w, &bias, m, k, act, res.as_deref());
                     let packed = Packed::new(isa, &w, &bias, k, n).unwrap();
-                    for threads in [1, 3] {
+                    for threads in [1, 2, 3] {
                         let mut out = vec![f32::NAN; m * n];
                         let epi = Epilogue {
                             act,
@@ -962,6 +1052,24 @@ mod tests {
     }
 
     #[test]
+    fn split_balances_panels_over_rows() {
+        let isa = Isa::best();
+        if panel_width(isa) != Some(32) {
+            return;
+        }
+        // 160 channels = 5 panels of 32 on 2 threads: 2.5 panels each, the cut at row 96.
+        let (k, n, m) = (8, 160, 196);
+        let packed = Packed::new(isa, &values(k * n, 1), &values(n, 2), k, n).unwrap();
+        let split = Split::new(packed.view(), m, 2);
+        let cells = |t| -> usize {
+            let blocks = split.blocks(t).into_iter().flatten();
+            blocks.map(|(r, p)| r.len() * p.len()).sum()
+        };
+        assert_eq!((cells(0), cells(1)), (2 * m + 96, 2 * m + 100));
+        assert_eq!(split.blocks(1)[0], Some((96..m, 2..3)));
+    }
+
+    #[test]
     fn scaled_packed_weights_equal_packing_scaled_weights() {
         for (isa, n) in [Isa::best(), Isa::avx2().unwrap_or(Isa::best())]
             .into_iter()
@@ -980,7 +1088,7 @@ mod tests {
             }
             let want = Packed::new(isa, &scaled_w, &bias, k, n).unwrap();
             let mut scratch = vec![0f32; Packed::buffer_len(k, n, packed.nr)];
-            let got = packed.scaled(isa, &gates, &mut scratch);
+            let got = packed.scaled(isa, &gates, &mut scratch, 1);
             assert_eq!(got.data, want.view().data);
             assert_eq!(got.bias, want.view().bias);
         }
@@ -994,7 +1102,7 @@ mod bench {
     /// `cargo test --release -p effnet-cpu gemm_shapes -- --ignored --nocapture`: GFLOP/s of
     /// the packed GEMM on the models' 1×1 shapes, one thread.
     #[test]
-    #[ignore]
+    #[ignore = "a micro-benchmark that prints speeds, asserts nothing: run it with --ignored --nocapture"]
     fn gemm_shapes() {
         let isa = Isa::best();
         for (m, k, n, act) in [
@@ -1039,9 +1147,10 @@ mod bench {
         }
     }
 
-    /// GMAC/s of the depthwise kernel on Lite0's shapes, one thread.
+    /// `cargo test --release -p effnet-cpu depthwise_shapes -- --ignored --nocapture`: GMAC/s
+    /// of the depthwise kernel on the models' shapes, one thread.
     #[test]
-    #[ignore]
+    #[ignore = "a micro-benchmark that prints speeds, asserts nothing: run it with --ignored --nocapture"]
     fn depthwise_shapes() {
         let isa = Isa::best();
         for (h, c, k, s) in [
