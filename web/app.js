@@ -24,7 +24,10 @@ function fallBackToCpu(load, e) {
 }
 
 function showError(message) {
-  $("error").textContent = "Error: " + String(message).split("\n")[0];
+  // After a Rust panic the thrown error only says "unreachable"; the module's panic hook left
+  // the panic's own message in globalThis.effnetPanic.
+  const text = globalThis.effnetPanic ? "internal error: " + globalThis.effnetPanic : String(message);
+  $("error").textContent = "Error: " + text.split("\n")[0];
 }
 
 function showTop(result, name, ms) {

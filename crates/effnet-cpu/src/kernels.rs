@@ -605,6 +605,11 @@ multiversion! {
                 };
                 #[cfg(not(target_arch = "x86_64"))]
                 let run: Option<(usize, usize)> = None;
+                // Elsewhere `run` is always `None`: one path for every architecture.
+                #[cfg_attr(
+                    not(target_arch = "x86_64"),
+                    allow(clippy::unnecessary_literal_unwrap)
+                )]
                 let (n, c0) = run.unwrap_or_else(|| {
                     let n = if ox >= lo && ox + DW_PIXELS <= hi { DW_PIXELS } else { 1 };
                     let c0 = if n == DW_PIXELS {

@@ -6,6 +6,29 @@ use wasm_bindgen::prelude::*;
 
 use crate::WebClassifier;
 
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(js_namespace = console, js_name = error)]
+    fn console_error(message: &str);
+}
+
+/// Runs when the module is instantiated. A Rust panic in wasm reaches the page only as
+/// "RuntimeError: unreachable"; this hook logs the panic's own message to the console and
+/// leaves its first line in `globalThis.effnetPanic`, where the page's error line reads it.
+#[wasm_bindgen(start)]
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string();
+        console_error(&format!("effnet: {message}"));
+        let first = message.lines().next().unwrap_or_default();
+        let _ = js_sys::Reflect::set(
+            &js_sys::global(),
+            &JsValue::from_str("effnetPanic"),
+            &JsValue::from_str(first),
+        );
+    }));
+}
+
 /// An EfficientNet classifier living in the page: `new EffnetClassifier(weightsBytes)`, then
 /// `classify(imageBytes, name, k)` returns the top-`k` as a JSON string.
 #[wasm_bindgen]
