@@ -411,7 +411,7 @@ fn fuzz_train_toml() {
 
 /// Writes the seed corpus (small files, committed): run with `-- --ignored regenerate_corpus`.
 #[test]
-#[ignore]
+#[ignore = "a generator, not a test: it rewrites the committed seed corpus"]
 fn regenerate_corpus() {
     use image::{DynamicImage, ImageFormat, RgbImage, RgbaImage};
     let dir = corpus_dir();
