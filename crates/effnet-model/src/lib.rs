@@ -14,8 +14,6 @@
 //! assert_eq!(logits.dims(), [1, 1000]);
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod blocks;
 pub mod budget;
 pub mod config;
@@ -40,6 +38,6 @@ pub use precision::ComputePrecision;
 pub use preprocess::PreprocessOverrides;
 pub use presets::{PRESETS, canonical_name, preset_names};
 pub use weights::{
-    Imported, Interpolation, KeyLayout, Precision, Preprocess, Pretrained, import_pytorch,
+    Imported, Interpolation, KeyLayout, Preprocess, Pretrained, StoragePrecision, import_pytorch,
     load_native, load_native_bytes, save_native, save_native_as, save_native_labeled,
 };

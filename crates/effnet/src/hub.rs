@@ -99,11 +99,12 @@ pub fn load(
         .or(timm.architecture.clone())
         .unwrap_or_else(|| repo_name.to_string());
     let config = EfficientNetConfig::from_name_or_file(&arch)?;
-    let mut pre = crate::source::import_as(&files.weights, &config, device)?;
+    let mut pre = crate::files::import_as(&files.weights, &config, device)?;
     pre.preprocess = timm.pretrained_cfg.overrides().apply(pre.preprocess)?;
-    pre.labels = timm
-        .label_names
-        .filter(|l| l.len() == pre.config.num_classes);
+    // timm lists ImageNet's classes by WordNet id: names are what people read.
+    pre.labels = (timm.label_names)
+        .filter(|l| l.len() == pre.config.num_classes)
+        .map(crate::labels::readable_labels);
     pre.source = format!("{spec} ({})", files.weights.display());
     Ok(pre)
 }
