@@ -698,7 +698,7 @@ mod x86 {
     ) {
         let (n, k) = (job.w.n, job.w.k);
         let masks = [m0, m1];
-        // SAFETY (whole body): `dst` rows t.i..t.i+R of m and columns p·32.. are inside the
+        // SAFETY: (whole body) `dst` rows t.i..t.i+R of m and columns p·32.. are inside the
         // m×n output or masked off; `lhs` rows t.i..t.i+R hold k0+kc ≤ k values each at lda
         // apart (checked by `gemm_packed`); panel p starts at p·k·32 floats from a 64-byte
         // aligned start and is `W`·16 wide (`width`); the bias has 32 per panel; the
@@ -838,7 +838,7 @@ mod x86 {
     ) {
         let (n, k) = (job.w.n, job.w.k);
         let masks = [m0, m1];
-        // SAFETY (whole body): as in `tile512`, with 16-wide panels of `W` vectors of 8.
+        // SAFETY: (whole body) as in `tile512`, with 16-wide panels of `W` vectors of 8.
         unsafe {
             let c = job.dst.add(t.i * n + t.p * 16);
             let mut b = job.w.data.as_ptr().add(t.p * k * 16 + t.k0 * W * 8);

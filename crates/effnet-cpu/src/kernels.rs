@@ -431,7 +431,7 @@ mod dw512 {
         });
         let mut c0 = 0;
         while c0 + 16 <= c {
-            // SAFETY (block): c0 + 16 ≤ c; weights and bias asserted above; the input loads
+            // SAFETY: (block) c0 + 16 ≤ c; weights and bias asserted above; the input loads
             // that are not masked off read column ix0 + j < w of row iy < h, inside the
             // asserted image (masked-off lanes are not accessed, and their addresses are only
             // formed with wrapping arithmetic); the stores inside `opix` (asserted).
@@ -597,8 +597,8 @@ multiversion! {
                 // AVX-512: runs of pixels sharing their column loads; then (and elsewhere) 4
                 // pixels, or 1, with one load per tap.
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: WIDE only in the AVX-512 instance; ox < ow.
                 let run = if WIDE {
+                    // SAFETY: WIDE only in the AVX-512 instance; ox < ow.
                     unsafe { dw512::run(input, weight, bias, act, &g, oy, ox, orow) }
                 } else {
                     None

@@ -19,8 +19,6 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 mod bridge;
 mod error;
 mod exec;
