@@ -32,8 +32,8 @@
 # Device call (from the repo root; target-gpu is git-ignored, so it is carried):
 #   scripts/build-cuda-release.sh                      # here, beforehand (20+ min on 2 cores)
 #   run(command="scripts/gpu-check.sh", carry=["target-gpu"], timeout_s=600)
-#   then: cp <files_at>/gpu-*.md benches/results/
-#         cat <files_at>/cubecl-cache.tar.xz* > target-gpu/cubecl-cache.tar.xz  # next call: warm
+#   then: scripts/gpu-check.sh --collect <files_at>   # the table into benches/results/, the kernel
+#         cache into target-gpu/ (a next call starts warm); commit the table
 #
 # Dry runs without a GPU, with the binary of the test build ($CARGO_TARGET_DIR/release/effnet,
 # or EFFNET_BIN), PyTorch on the CPU, output in target/gpu-check-dryrun-<device>:
@@ -63,15 +63,48 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 T0=$(date +%s)
 DRY_RUN=""
+COLLECT=""
+USAGE="usage: gpu-check.sh [--dry-run cpu|wgpu] | --collect FILES_AT"
 while [ $# -gt 0 ]; do
   case $1 in
     --dry-run) DRY_RUN=${2:-}; shift; [ $# -gt 0 ] && shift ;;
     --dry-run=*) DRY_RUN=${1#*=}; shift ;;
+    --collect) COLLECT=${2:-}; shift; [ $# -gt 0 ] && shift ;;
     -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-    *) echo "error: gpu-check.sh: unknown argument '$1' (usage: gpu-check.sh [--dry-run cpu|wgpu])" >&2
+    *) echo "error: gpu-check.sh: unknown argument '$1' ($USAGE)" >&2
        exit 2 ;;
   esac
 done
+# --collect FILES_AT: after the device call, here: the table into benches/results/ and the kernel
+# cache (joined from its parts) into target-gpu/, where the next call picks it up.
+if [ -n "$COLLECT" ]; then
+  [ -d "$COLLECT" ] || { echo "error: gpu-check.sh --collect: no folder $COLLECT" >&2; exit 2; }
+  found=0
+  for t in "$COLLECT"/gpu-*.md; do
+    [ -f "$t" ] || continue
+    case $(basename "$t") in *-dryrun-*) continue ;; esac
+    mkdir -p benches/results && cp "$t" benches/results/ && echo "table: benches/results/$(basename "$t")"
+    found=1
+  done
+  [ "$found" = 1 ] || echo "warning: no table (gpu-<card>-<date>.md) in $COLLECT" >&2
+  mkdir -p target-gpu
+  if [ -f "$COLLECT/cubecl-cache.tar.xz" ]; then
+    cp "$COLLECT/cubecl-cache.tar.xz" target-gpu/cubecl-cache.tar.xz
+  elif [ -f "$COLLECT/cubecl-cache.tar.xz.00" ]; then
+    cat "$COLLECT"/cubecl-cache.tar.xz.[0-9][0-9] > target-gpu/cubecl-cache.tar.xz
+  else
+    echo "warning: no kernel cache (cubecl-cache.tar.xz) in $COLLECT" >&2
+    exit 0
+  fi
+  if xz -t target-gpu/cubecl-cache.tar.xz; then
+    echo "kernel cache: target-gpu/cubecl-cache.tar.xz ($(du -h target-gpu/cubecl-cache.tar.xz | cut -f1)); the next call starts warm"
+  else
+    echo "error: target-gpu/cubecl-cache.tar.xz is damaged (a part missing?)" >&2
+    rm -f target-gpu/cubecl-cache.tar.xz
+    exit 1
+  fi
+  exit 0
+fi
 case $DRY_RUN in
   "") ;;
   cpu|wgpu)
