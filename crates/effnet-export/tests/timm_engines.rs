@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::prelude::*;
-use effnet::reexports::effnet_cpu::{Executor, Layout};
+use effnet::reexports::effnet_cpu::Layout;
 use effnet_export::{BatchSize, OnnxOptions, write_onnx};
 use effnet_model::Pretrained;
 use effnet_model::fixtures::{fixture_model, fixtures_in, max_abs_diff, read_fixture, read_input};
@@ -82,7 +82,7 @@ fn check(dir: &Path, ort: &dyn Fn(&str) -> bool) {
             .try_to_vec::<f32>()
             .unwrap();
         let burn_diff = max_abs_diff(&burn, &fixture.logits);
-        let native = match Executor::from_model(&model, &config) {
+        let native = match effnet_model::native::executor(&model, &config) {
             Ok(exec) => {
                 let y = exec.forward(&input, shape[0], shape[2], shape[3], Layout::Nchw);
                 Ok(Some(max_abs_diff(&y.unwrap(), &fixture.logits)))

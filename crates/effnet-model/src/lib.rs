@@ -25,6 +25,7 @@ pub mod device;
 pub mod error;
 pub mod fixtures;
 pub mod model;
+pub mod native;
 pub mod precision;
 pub mod preprocess;
 pub mod presets;
