@@ -3,9 +3,8 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use effnet_data::Preprocess;
-use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, Pretrained};
+use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, ModelError, Pretrained};
 use image::RgbImage;
 use rayon::prelude::*;
 
@@ -24,6 +23,30 @@ pub enum Engine {
     Native,
     /// burn's forward on the classifier's device.
     Burn,
+}
+
+/// An error when any logit is NaN or infinite, saying how many of the `batch` images it hit.
+fn check_logits(logits: &[f32], batch: usize) -> Result<(), ModelError> {
+    let per = (logits.len() / batch.max(1)).max(1);
+    let bad = logits
+        .chunks(per)
+        .filter(|row| row.iter().any(|v| !v.is_finite()))
+        .count();
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(ModelError::NonFiniteOutput(format!(
+        "the model produced NaN or infinite logits for {bad} of {batch} images \
+         (weights or inputs out of range); no prediction printed"
+    )))
+}
+
+/// Softmax of one row of finite logits, computed in f64.
+fn softmax_row(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
 }
 
 /// One ranked class.
@@ -106,7 +129,7 @@ impl Classifier {
         let model = model.fold_batchnorm();
         // The native CPU executor when it supports the model; burn otherwise.
         let native = (*device == Device::flex())
-            .then(|| effnet_cpu::Executor::from_model(&model, &config).ok())
+            .then(|| effnet_model::native::executor(&model, &config).ok())
             .flatten();
         Self {
             model,
@@ -139,7 +162,7 @@ impl Classifier {
                 )));
             }
             Engine::Native => {
-                let exec = effnet_cpu::Executor::from_model(&self.model, &self.config)
+                let exec = effnet_model::native::executor(&self.model, &self.config)
                     .map_err(|e| Error::Usage(format!("the native engine: {e}")))?;
                 self.native = Some(exec);
             }
@@ -283,7 +306,7 @@ impl Classifier {
         size: usize,
     ) -> Result<Vec<f32>, Error> {
         let read_err = |e: String| Error::Inference(format!("computing logits: {e}"));
-        match &self.native {
+        let logits = match &self.native {
             Some(exec) => exec
                 .forward(&values, batch, size, size, effnet_cpu::Layout::Nchw)
                 .map_err(|e| read_err(e.to_string())),
@@ -299,7 +322,9 @@ impl Classifier {
                 .try_to_vec::<f32>()
                 .map_err(|e| read_err(format!("{e:?}")))
             }
-        }
+        }?;
+        check_logits(&logits, batch)?;
+        Ok(logits)
     }
 
     fn native_logits(
@@ -324,7 +349,8 @@ impl Classifier {
         ))
     }
 
-    /// Top-`k` classes for each image of a batch.
+    /// Top-`k` classes for each image of a batch; a forward producing NaN or infinite logits
+    /// (weights or an input out of range) is an error, not a ranking.
     pub fn predict_batch(
         &self,
         images: &[RgbImage],
@@ -333,12 +359,15 @@ impl Classifier {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let probs = softmax(self.logits(images)?, 1);
-        let n = self.labels.len().max(1);
-        let values: Vec<f32> = (probs.into_data().convert::<f32>())
+        let logits: Vec<f32> = (self.logits(images)?.into_data().convert::<f32>())
             .try_into_vec()
-            .map_err(|e| Error::Inference(format!("reading probabilities: {e:?}")))?;
-        Ok(values.chunks(n).map(|row| self.top_k(row, k)).collect())
+            .map_err(|e| Error::Inference(format!("reading logits: {e:?}")))?;
+        check_logits(&logits, images.len())?;
+        let n = (logits.len() / images.len()).max(1);
+        Ok(logits
+            .chunks(n)
+            .map(|row| self.top_k(&softmax_row(row), k))
+            .collect())
     }
 
     /// Top-`k` classes of one image.

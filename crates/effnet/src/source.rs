@@ -11,7 +11,7 @@ use effnet_model::{EfficientNetConfig, Pretrained};
 
 use crate::Error;
 use crate::bundled::{BUNDLED_SPEC, bundled_pretrained};
-pub use crate::files::{import_as, is_native, is_pytorch, load_file};
+pub use crate::files::{import_as, is_native, is_pytorch, load_file, tag_preprocess};
 
 /// Where a model's weights come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +97,7 @@ pub fn load_pretrained(
             let pre = bundled_pretrained(device)?;
             if let Some(arch) = arch {
                 let want = EfficientNetConfig::from_name_or_file(arch)?;
-                if want.name != pre.config.name {
+                if !want.same_architecture(&pre.config) {
                     return Err(Error::Usage(format!(
                         "model '{arch}' needs weights: only {} weights are bundled \
                          (import others with `effnet import`)",
