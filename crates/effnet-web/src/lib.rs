@@ -138,7 +138,7 @@ impl WebClassifier {
         })
     }
 
-    /// [`classify`](Self::classify) with an asynchronous read-back of the probabilities, as a
+    /// [`classify`](Self::classify) with an asynchronous read-back of the logits, as a
     /// GPU device in a browser requires (WebGPU cannot block the page's thread).
     pub async fn classify_async(
         &self,
@@ -146,19 +146,16 @@ impl WebClassifier {
         name: &str,
         k: usize,
     ) -> Result<Classification, String> {
-        use effnet::reexports::burn::tensor::activation::softmax;
         let rgb = decode(image, name)?;
         let logits =
             (self.inner.logits(std::slice::from_ref(&rgb))).map_err(|e| format!("{name}: {e}"))?;
-        let data = softmax(logits, 1)
-            .into_data_async()
-            .await
-            .map_err(|e| format!("{name}: reading the probabilities back: {e:?}"))?;
-        let probs: Vec<f32> = data
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| format!("{name}: reading the probabilities back: {e:?}"))?;
-        classification(&rgb, self.inner.top_k(&probs, k.max(1)), name)
+        let data = (logits.into_data_async().await)
+            .map_err(|e| format!("{name}: reading the logits back: {e:?}"))?;
+        let logits: Vec<f32> = (data.convert::<f32>().try_into_vec::<f32>())
+            .map_err(|e| format!("{name}: reading the logits back: {e:?}"))?;
+        let mut top =
+            (self.inner.rank_logits(&logits, 1, k.max(1))).map_err(|e| format!("{name}: {e}"))?;
+        classification(&rgb, top.pop().unwrap_or_default(), name)
     }
 
     /// The classifier underneath.

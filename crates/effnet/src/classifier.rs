@@ -362,8 +362,20 @@ impl Classifier {
         let logits: Vec<f32> = (self.logits(images)?.into_data().convert::<f32>())
             .try_into_vec()
             .map_err(|e| Error::Inference(format!("reading logits: {e:?}")))?;
-        check_logits(&logits, images.len())?;
-        let n = (logits.len() / images.len()).max(1);
+        self.rank_logits(&logits, images.len(), k)
+    }
+
+    /// Top-`k` classes of each of `batch` rows of logits read back by the caller (as a browser
+    /// reads them asynchronously): the same ranking as [`predict_batch`](Self::predict_batch),
+    /// NaN check and f64 softmax included.
+    pub fn rank_logits(
+        &self,
+        logits: &[f32],
+        batch: usize,
+        k: usize,
+    ) -> Result<Vec<Vec<Prediction>>, Error> {
+        check_logits(logits, batch)?;
+        let n = (logits.len() / batch.max(1)).max(1);
         Ok(logits
             .chunks(n)
             .map(|row| self.top_k(&softmax_row(row), k))
