@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use burn::prelude::*;
 use effnet::EfficientNetConfig;
-use effnet_cpu::{Executor, LayerKind, Layout};
+use effnet_cpu::{LayerKind, Layout};
 use effnet_model::Block;
 use effnet_model::blocks::{activate, conv_bn};
 
@@ -15,7 +15,7 @@ pub fn time(cfg: &EfficientNetConfig, a: &Run) -> anyhow::Result<(f64, Vec<f64>,
     let model = cfg.init(&Device::flex());
     let params = model.num_trainable_params();
     let model = model.fold_batchnorm();
-    let exec = Executor::from_model(&model, cfg)?;
+    let exec = effnet_model::native::executor(&model, cfg)?;
     let n = a.batch * 3 * a.size * a.size;
     let x: Vec<f32> = (0..n)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)

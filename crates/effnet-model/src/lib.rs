@@ -22,6 +22,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod model;
+pub mod native;
 pub mod precision;
 pub mod preprocess;
 pub mod presets;

@@ -133,7 +133,7 @@ impl Classifier {
         let model = model.fold_batchnorm();
         // The native CPU executor when it supports the model; burn otherwise.
         let native = (*device == Device::flex())
-            .then(|| effnet_cpu::Executor::from_model(&model, &config).ok())
+            .then(|| effnet_model::native::executor(&model, &config).ok())
             .flatten();
         Self {
             model,
@@ -166,7 +166,7 @@ impl Classifier {
                 )));
             }
             Engine::Native => {
-                let exec = effnet_cpu::Executor::from_model(&self.model, &self.config)
+                let exec = effnet_model::native::executor(&self.model, &self.config)
                     .map_err(|e| ModelError::Config(e.to_string()))?;
                 self.native = Some(exec);
             }
