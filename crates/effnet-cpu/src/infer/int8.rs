@@ -154,8 +154,9 @@ struct Add {
 impl Add {
     fn new(a: QParams, x: QParams, out: QParams) -> Self {
         let (ma, mx) = (a.scale / out.scale, x.scale / out.scale);
-        let offset =
-            out.zero_point_u8() as f32 - ma * a.zero_point_u8() as f32 - mx * x.zero_point_u8() as f32;
+        let offset = out.zero_point_u8() as f32
+            - ma * a.zero_point_u8() as f32
+            - mx * x.zero_point_u8() as f32;
         Self { ma, mx, offset }
     }
 }
@@ -218,10 +219,10 @@ impl Layers {
         let colsum = column_sums_i8(&fc.weight, fc.cout);
         let zp = q.pool.zero_point_u8();
         let (mut fc_mul, mut fc_add) = (Vec::new(), Vec::new());
-        for c in 0..fc.cout {
-            let s = q.pool.scale as f64 * fc.weight_scale[c] as f64;
+        for ((w, b), sum) in fc.weight_scale.iter().zip(&fc.bias).zip(&colsum) {
+            let s = q.pool.scale as f64 * *w as f64;
             fc_mul.push(s as f32);
-            fc_add.push((s * (fc.bias[c] as f64 - zp as f64 * colsum[c] as f64)) as f32);
+            fc_add.push((s * (*b as f64 - zp as f64 * *sum as f64)) as f32);
         }
         Ok(Self {
             input: q.input,
@@ -467,13 +468,18 @@ impl Int8Executor {
         let tiles = DW_TILES_PER_THREAD * ctx.threads;
         let found = {
             let mut pool = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
-            let pos = pool.iter().position(|a| {
-                a.size == (h, w) && a.partial.len() >= tiles * a.sums.len()
-            });
+            let pos = pool
+                .iter()
+                .position(|a| a.size == (h, w) && a.partial.len() >= tiles * a.sums.len());
             pos.map(|i| pool.swap_remove(i))
         };
         let mut arena = found.unwrap_or_else(|| {
-            Arena::new(&self.layers, h, w, rayon::current_num_threads().max(ctx.threads))
+            Arena::new(
+                &self.layers,
+                h,
+                w,
+                rayon::current_num_threads().max(ctx.threads),
+            )
         });
         self.forward_image(ctx, &mut arena, img, layout, logits, prof);
         let mut pool = self.arenas.lock().unwrap_or_else(|e| e.into_inner());
@@ -523,8 +529,20 @@ impl Int8Executor {
             *q = k8::round_u8((mean * inv_pool + zp_pool).clamp(0.0, 255.0));
         }
         let acc = &mut a.acc[..];
-        k8::gemm(&a.pooled, l.fc.kp(), 1, &l.fc, GemmOut::I32(acc), ctx.threads);
-        for (((y, acc), m), b) in logits.iter_mut().zip(acc.iter()).zip(&l.fc_mul).zip(&l.fc_add) {
+        k8::gemm(
+            &a.pooled,
+            l.fc.kp(),
+            1,
+            &l.fc,
+            GemmOut::I32(acc),
+            ctx.threads,
+        );
+        for (((y, acc), m), b) in logits
+            .iter_mut()
+            .zip(acc.iter())
+            .zip(&l.fc_mul)
+            .zip(&l.fc_add)
+        {
             *y = *acc as f32 * m + b;
         }
         lap(LayerKind::Head, t);
@@ -558,7 +576,11 @@ fn block(
     if let Some(c) = &b.conv {
         let t = Instant::now();
         let last = b.dw.is_none() && b.project.is_none();
-        let dst = if last && b.add.is_none() { &mut *y } else { &mut *m1 };
+        let dst = if last && b.add.is_none() {
+            &mut *y
+        } else {
+            &mut *m1
+        };
         (h, w) = dense(ctx, c, cur, h, w, dst, None);
         let kind = if c.k > 1 {
             LayerKind::FusedConv
@@ -579,7 +601,9 @@ fn block(
         let t = Instant::now();
         let g = d.pad.geometry(h, w, d.c, d.k, d.stride);
         let out = &mut m2[..g.oh * g.ow * d.c];
-        let want_sums = b.se.is_some().then_some((&mut partial[..], &mut sums[..d.c]));
+        let want_sums =
+            b.se.is_some()
+                .then_some((&mut partial[..], &mut sums[..d.c]));
         depthwise(ctx, d, g, cur, out, want_sums);
         (h, w) = (g.oh, g.ow);
         lap(LayerKind::Depthwise, t);
@@ -605,7 +629,11 @@ fn block(
                 &mut gates[..c],
             );
             let (s_out, zp_out) = se.out;
-            for ((m, ad), g) in gate_mul[..c].iter_mut().zip(&mut gate_add[..c]).zip(&gates[..c]) {
+            for ((m, ad), g) in gate_mul[..c]
+                .iter_mut()
+                .zip(&mut gate_add[..c])
+                .zip(&gates[..c])
+            {
                 *m = s_in * g / s_out;
                 *ad = zp_out as f32 - zp_in as f32 * *m;
             }
@@ -661,7 +689,12 @@ fn tile_pixels(kdim: usize) -> usize {
 
 /// `out` (`total` rows of `row_len` values) cut into `n` tiles of near-equal row counts, each
 /// with its first row.
-fn split_rows<T>(mut out: &mut [T], row_len: usize, total: usize, n: usize) -> Vec<(usize, &mut [T])> {
+fn split_rows<T>(
+    mut out: &mut [T],
+    row_len: usize,
+    total: usize,
+    n: usize,
+) -> Vec<(usize, &mut [T])> {
     let mut tiles = Vec::with_capacity(n);
     for i in 0..n {
         let (r0, r1) = (i * total / n, (i + 1) * total / n);

@@ -402,7 +402,9 @@ impl Calibrator {
     /// The observed range of `site` under `method`, as int8 parameters.
     fn qparams(&self, site: Site, method: RangeMethod) -> Result<QParams, CpuError> {
         let s = self.stats.get(&site).ok_or_else(|| {
-            CpuError::Shape(format!("no calibration data for {site:?}: observe an image first"))
+            CpuError::Shape(format!(
+                "no calibration data for {site:?}: observe an image first"
+            ))
         })?;
         let (lo, hi) = s.range(method);
         Ok(QParams::from_range(lo, hi))
@@ -496,11 +498,7 @@ impl Calibrator {
                 }
                 None => None,
             };
-            let output = if b.skip {
-                q(Site::BlockOut(i))?
-            } else {
-                cur
-            };
+            let output = if b.skip { q(Site::BlockOut(i))? } else { cur };
             blocks.push(QBlock {
                 conv: qc,
                 dw,
@@ -571,7 +569,11 @@ pub fn executor_quantizes(q: &QuantModel, site: Site) -> Option<QParams> {
         Site::SeOut(i) => block(i).se.as_ref().map(|s| s.output),
         Site::Project(i) => {
             let b = block(i);
-            if b.skip { None } else { b.project.as_ref().map(|p| p.output) }
+            if b.skip {
+                None
+            } else {
+                b.project.as_ref().map(|p| p.output)
+            }
         }
         Site::BlockOut(i) => Some(block(i).output),
         Site::Head(Stage::Post) => Some(q.head.output),

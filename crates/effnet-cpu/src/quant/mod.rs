@@ -85,8 +85,7 @@ impl QParams {
     }
 
     fn check(self, what: &str) -> Result<(), CpuError> {
-        if self.scale.is_finite() && self.scale > 0.0 && (-128..=127).contains(&self.zero_point)
-        {
+        if self.scale.is_finite() && self.scale > 0.0 && (-128..=127).contains(&self.zero_point) {
             Ok(())
         } else {
             Err(CpuError::Shape(format!(
@@ -606,7 +605,12 @@ impl QuantModel {
     /// Bytes of int8 weights (what the file mostly holds).
     pub fn weight_bytes(&self) -> usize {
         self.layers().map(|l| l.weight.len()).sum::<usize>()
-            + self.blocks.iter().filter_map(|b| b.dw.as_ref()).map(|d| d.weight.len()).sum::<usize>()
+            + self
+                .blocks
+                .iter()
+                .filter_map(|b| b.dw.as_ref())
+                .map(|d| d.weight.len())
+                .sum::<usize>()
     }
 
     /// Every dense layer (stem, block convs, SE products, projections, head, classifier) in
@@ -629,12 +633,21 @@ mod tests {
 
     #[test]
     fn qparams_cover_their_range_and_zero_exactly() {
-        for (lo, hi) in [(-1.0, 3.0), (0.0, 6.0), (-0.278, 12.5), (2.0, 5.0), (-4.0, -1.0)] {
+        for (lo, hi) in [
+            (-1.0, 3.0),
+            (0.0, 6.0),
+            (-0.278, 12.5),
+            (2.0, 5.0),
+            (-4.0, -1.0),
+        ] {
             let q = QParams::from_range(lo, hi);
             assert!((-128..=127).contains(&q.zero_point));
             assert_eq!(q.round_trip(0.0), 0.0, "{lo}..{hi}");
             let (a, b) = q.range();
-            assert!(a <= lo.min(0.0) + q.scale && b >= hi.max(0.0) - q.scale, "{lo}..{hi}");
+            assert!(
+                a <= lo.min(0.0) + q.scale && b >= hi.max(0.0) - q.scale,
+                "{lo}..{hi}"
+            );
             assert!(q.scale <= (hi.max(0.0) - lo.min(0.0)) / 255.0 * 1.0001);
             // Rounding error at most half a step inside the range.
             for i in 0..100 {
@@ -669,7 +682,10 @@ mod tests {
 
     #[test]
     fn range_methods_parse() {
-        assert_eq!("minmax".parse::<RangeMethod>().unwrap(), RangeMethod::MinMax);
+        assert_eq!(
+            "minmax".parse::<RangeMethod>().unwrap(),
+            RangeMethod::MinMax
+        );
         assert_eq!("MSE".parse::<RangeMethod>().unwrap(), RangeMethod::Mse);
         assert_eq!(
             "percentile:99.9".parse::<RangeMethod>().unwrap(),

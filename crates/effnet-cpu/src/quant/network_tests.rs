@@ -18,7 +18,10 @@ fn conv(k: usize, stride: usize, cin: usize, cout: usize, act: Act, seed: usize)
         pad: Pad::Same,
         cin,
         cout,
-        weight: values(k * k * cin * cout, seed).iter().map(|v| v * gain).collect(),
+        weight: values(k * k * cin * cout, seed)
+            .iter()
+            .map(|v| v * gain)
+            .collect(),
         bias: values(cout, seed + 1).iter().map(|v| v * 0.2).collect(),
         act,
     }
@@ -98,7 +101,8 @@ fn images(n: usize, seed: usize) -> Vec<f32> {
 
 fn calibrated(plan: &Plan, method: RangeMethod) -> QuantModel {
     let mut cal = Calibrator::new(plan.clone()).unwrap();
-    cal.observe(&images(6, 100), 6, SIZE, SIZE, Layout::Nchw).unwrap();
+    cal.observe(&images(6, 100), 6, SIZE, SIZE, Layout::Nchw)
+        .unwrap();
     cal.finish(method).unwrap()
 }
 
@@ -160,14 +164,24 @@ fn int8_executor_matches_fake_quantised_reference_on_every_isa() {
 
 #[test]
 fn int8_stays_close_to_f32_and_the_model_validates() {
-    for method in [RangeMethod::MinMax, RangeMethod::Percentile(99.99), RangeMethod::Mse] {
+    for method in [
+        RangeMethod::MinMax,
+        RangeMethod::Percentile(99.99),
+        RangeMethod::Mse,
+    ] {
         let plan = tiny_plan(Act::Silu, true);
         let q = calibrated(&plan, method);
         assert_eq!(q.calibration_images, 6);
         assert_eq!(q.blocks.len(), 4);
         // Residual blocks requantise after the add; others end with their last layer's tensor.
-        assert_ne!(q.blocks[0].output, q.blocks[0].conv.as_ref().unwrap().output);
-        assert_eq!(q.blocks[1].output, q.blocks[1].project.as_ref().unwrap().output);
+        assert_ne!(
+            q.blocks[0].output,
+            q.blocks[0].conv.as_ref().unwrap().output
+        );
+        assert_eq!(
+            q.blocks[1].output,
+            q.blocks[1].project.as_ref().unwrap().output
+        );
         assert!(q.blocks[2].se.as_ref().unwrap().gate == QParams::SIGMOID);
         let exec = Int8Executor::new(q).unwrap();
         let f32_exec = crate::infer::Executor::new(plan).unwrap();
@@ -177,7 +191,7 @@ fn int8_stays_close_to_f32_and_the_model_validates() {
         let (dot, na, nb) = a.iter().zip(&b).fold((0.0, 0.0, 0.0), |(d, x, y), (p, q)| {
             (d + p * q, x + p * p, y + q * q)
         });
-        let cos = dot / (na * nb as f32).sqrt();
+        let cos = dot / (na * nb).sqrt();
         assert!(cos > 0.98, "{method}: cosine {cos}");
     }
 }

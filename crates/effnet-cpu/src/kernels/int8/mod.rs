@@ -14,11 +14,15 @@
 //! `neon_dot` (`sdot`, 8 × 16) and [`scalar`]. The other loops are compiled per instruction set
 //! by [`multiversion`] like the f32 kernels.
 
+// `x.max(lo).min(hi)` rather than `clamp`: it vectorises, and a NaN becomes `lo` instead of a
+// garbage byte.
+#![allow(clippy::manual_clamp)]
+
 use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::isa::{Isa, Level, fmadd, multiversion};
+use crate::isa::{Isa, fmadd, multiversion};
 use crate::kernels::{Act, ConvGeom, exp_fast};
 
 #[cfg(target_arch = "x86_64")]
@@ -51,7 +55,7 @@ impl Int8Kernel {
     pub fn for_isa(isa: Isa) -> Self {
         match isa.level() {
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512
+            crate::isa::Level::Avx512
                 if is_x86_feature_detected!("avx512vnni")
                     && is_x86_feature_detected!("avx512bw")
                     && is_x86_feature_detected!("avx512vl") =>
@@ -59,9 +63,9 @@ impl Int8Kernel {
                 Int8Kernel::Vnni512
             }
             #[cfg(target_arch = "x86_64")]
-            Level::Avx512 | Level::Avx2 => Int8Kernel::Avx2,
+            crate::isa::Level::Avx512 | crate::isa::Level::Avx2 => Int8Kernel::Avx2,
             #[cfg(target_arch = "aarch64")]
-            Level::Neon if std::arch::is_aarch64_feature_detected!("dotprod") => {
+            crate::isa::Level::Neon if std::arch::is_aarch64_feature_detected!("dotprod") => {
                 Int8Kernel::NeonDot
             }
             _ => Int8Kernel::Scalar,
@@ -131,12 +135,22 @@ impl PackedI8 {
     /// # Panics
     /// When this CPU does not run `kernel` ([`Int8Kernel::supported`]).
     pub fn new(kernel: Int8Kernel, weight: &[i8], k: usize, n: usize) -> Self {
-        assert!(kernel.supported(), "the {} int8 kernel does not run on this CPU", kernel.name());
+        assert!(
+            kernel.supported(),
+            "the {} int8 kernel does not run on this CPU",
+            kernel.name()
+        );
         assert_eq!(weight.len(), k * n);
         let nr = kernel.panel_width();
         let kp = k.next_multiple_of(4);
         let panels = n.div_ceil(nr);
-        let at = |kk: usize, j: usize| if kk < k && j < n { weight[kk * n + j] } else { 0 };
+        let at = |kk: usize, j: usize| {
+            if kk < k && j < n {
+                weight[kk * n + j]
+            } else {
+                0
+            }
+        };
         let (mut bytes, mut pairs) = (Vec::new(), Vec::new());
         #[cfg(target_arch = "x86_64")]
         let wide = kernel == Int8Kernel::Avx2;
@@ -253,14 +267,20 @@ impl Requant {
     ) -> Self {
         let n = w_scale.len();
         let silu = act == Act::Silu;
-        let (mut mul, mut add) = (vec![0f32; n.next_multiple_of(PAD_TO)], vec![0f32; n.next_multiple_of(PAD_TO)]);
+        let (mut mul, mut add) = (
+            vec![0f32; n.next_multiple_of(PAD_TO)],
+            vec![0f32; n.next_multiple_of(PAD_TO)],
+        );
         for c in 0..n {
             let s = in_scale as f64 * w_scale[c] as f64;
             let offset = bias[c] as f64 - zp_in as f64 * colsum[c] as f64;
             let (m, a) = if silu {
                 (s, s * offset)
             } else {
-                (s / out_scale as f64, s * offset / out_scale as f64 + out_zp as f64)
+                (
+                    s / out_scale as f64,
+                    s * offset / out_scale as f64 + out_zp as f64,
+                )
             };
             mul[c] = m as f32;
             add[c] = a as f32;
@@ -334,7 +354,9 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// `y` (in `[0, 255]`) rounded to the nearest `u8`, ties to even.
 #[inline(always)]
 pub(crate) fn round_u8(y: f32) -> u8 {
-    (y + ROUND_MAGIC).to_bits().wrapping_sub(ROUND_MAGIC.to_bits()) as u8
+    (y + ROUND_MAGIC)
+        .to_bits()
+        .wrapping_sub(ROUND_MAGIC.to_bits()) as u8
 }
 
 /// Where a GEMM writes.
@@ -408,9 +430,6 @@ impl Job<'_> {
     }
 }
 
-/// Pixels per block of the activations kept in L2 while every panel passes over them.
-pub(crate) const MC: usize = 144;
-
 /// `out = lhs[m × k] · W` (the activations' rows `lda` apart, each readable up to `w.kp()`),
 /// requantised or raw, on up to `threads` rayon threads (split over rows and panels).
 pub fn gemm(lhs: &[u8], lda: usize, m: usize, w: &PackedI8, out: GemmOut<'_>, threads: usize) {
@@ -459,7 +478,11 @@ pub fn gemm(lhs: &[u8], lda: usize, m: usize, w: &PackedI8, out: GemmOut<'_>, th
         // Few panels: row blocks of multiples of 12 (every kernel's rows divide it).
         let per = row_blocks.div_ceil(parts.div_ceil(panels)) * 12;
         let blocks: Vec<_> = (0..panels)
-            .flat_map(|p| (0..m).step_by(per).map(move |i| (i..(i + per).min(m), p..p + 1)))
+            .flat_map(|p| {
+                (0..m)
+                    .step_by(per)
+                    .map(move |i| (i..(i + per).min(m), p..p + 1))
+            })
             .collect();
         blocks.into_par_iter().for_each(run);
     }
@@ -548,8 +571,8 @@ multiversion! {
     }
 }
 
-/// An int8 depthwise conv's weights `[k·k][c]`, and for AVX-512 VNNI widened to int32 lanes
-/// (`[k·k][c rounded up to 32]`, the `i8` in each lane's low byte) as its kernel takes them.
+/// An int8 depthwise conv's weights `[k·k][c]`, and for AVX-512 VNNI also spread over int32
+/// lanes as its kernel takes them (`vnni512::widen_dw_weights`).
 #[derive(Clone, Debug)]
 pub struct DwWeights {
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
@@ -567,12 +590,7 @@ impl DwWeights {
         assert_eq!(weight.len(), k * k * c);
         #[cfg(target_arch = "x86_64")]
         let dwords = if kernel == Int8Kernel::Vnni512 {
-            let cp = c.next_multiple_of(32);
-            let mut d = vec![0i32; k * k * cp];
-            for (dst, src) in d.chunks_exact_mut(cp).zip(weight.chunks_exact(c)) {
-                dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s as i32);
-            }
-            d
+            vnni512::widen_dw_weights(weight, k * k, c)
         } else {
             Vec::new()
         };
@@ -694,7 +712,13 @@ multiversion! {
 
 /// The epilogue of a row of accumulators (vectorisable form of [`requant_one`]).
 #[inline(always)]
-fn requant_block<const FMA: bool>(acc: &[i32], mul: &[f32], add: &[f32], out: OutKind, dst: &mut [u8]) {
+fn requant_block<const FMA: bool>(
+    acc: &[i32],
+    mul: &[f32],
+    add: &[f32],
+    out: OutKind,
+    dst: &mut [u8],
+) {
     match out {
         OutKind::Clamp { lo, hi } => {
             for (((d, a), m), b) in dst.iter_mut().zip(acc).zip(mul).zip(add) {

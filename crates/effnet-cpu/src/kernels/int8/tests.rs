@@ -24,17 +24,24 @@ fn isas() -> Vec<Isa> {
 
 /// Deterministic pseudo-random bytes.
 fn bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (s >> 56) as u8
         })
         .collect()
 }
 
 fn weights(n: usize, seed: u64) -> Vec<i8> {
-    bytes(n, seed).into_iter().map(|b| (b as i8).max(-127)).collect()
+    bytes(n, seed)
+        .into_iter()
+        .map(|b| (b as i8).max(-127))
+        .collect()
 }
 
 /// The epilogue of a layer with these made-up parameters.
@@ -67,17 +74,27 @@ fn gemm_matches_naive_for_odd_shapes_epilogues_residuals_and_threads() {
             let naive: Vec<i32> = (0..m * n)
                 .map(|ij| {
                     let (i, j) = (ij / n, ij % n);
-                    (0..k).map(|t| lhs[i * lda + t] as i32 * w[t * n + j] as i32).sum()
+                    (0..k)
+                        .map(|t| lhs[i * lda + t] as i32 * w[t * n + j] as i32)
+                        .sum()
                 })
                 .collect();
             for threads in [1, 3] {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
                 let what = format!("{} m{m} k{k} n{n} t{threads}", kernel.name());
                 let mut raw = vec![0i32; m * n];
                 pool.install(|| gemm(&lhs, lda, m, &packed, GemmOut::I32(&mut raw), threads));
                 assert_eq!(raw, naive, "{what} int32");
                 let res = bytes(m * n, 3);
-                for (act, with_res) in [(Act::Relu6, false), (Act::None, true), (Act::Silu, false), (Act::Relu, false)] {
+                for (act, with_res) in [
+                    (Act::Relu6, false),
+                    (Act::None, true),
+                    (Act::Silu, false),
+                    (Act::Relu, false),
+                ] {
                     let (req, rmul) = if with_res {
                         let (r, m) = requant(n, act, k).with_residual(0.05, 130, 0.04);
                         (r, Some(m))
@@ -86,7 +103,11 @@ fn gemm_matches_naive_for_odd_shapes_epilogues_residuals_and_threads() {
                     };
                     let residual = rmul.map(|mul| Residual { x: &res, mul });
                     let mut out = vec![0u8; m * n];
-                    let go = GemmOut::U8 { dst: &mut out, req: &req, residual };
+                    let go = GemmOut::U8 {
+                        dst: &mut out,
+                        req: &req,
+                        residual,
+                    };
                     pool.install(|| gemm(&lhs, lda, m, &packed, go, threads));
                     let mut off = 0;
                     for (ij, (&got, &acc)) in out.iter().zip(&naive).enumerate() {
@@ -94,11 +115,17 @@ fn gemm_matches_naive_for_odd_shapes_epilogues_residuals_and_threads() {
                         let r = rmul.map(|mul| (res[ij], mul));
                         let want = requant_one(acc, req.mul[j], req.add[j], req.out, r);
                         let d = (got as i32 - want as i32).abs();
-                        assert!(d <= 1, "{what} {act:?} res {with_res} at {ij}: {got} vs {want}");
+                        assert!(
+                            d <= 1,
+                            "{what} {act:?} res {with_res} at {ij}: {got} vs {want}"
+                        );
                         off += d as usize;
                     }
                     // FMA vs separate multiply and add rounds a rare tie the other way.
-                    assert!(off * 100 <= out.len().max(100), "{what} {act:?}: {off} off by one");
+                    assert!(
+                        off * 100 <= out.len().max(100),
+                        "{what} {act:?}: {off} off by one"
+                    );
                 }
             }
         }
@@ -126,7 +153,20 @@ fn depthwise_matches_naive_with_zero_point_padding() {
     for (k, stride, c, pad, h, w, act) in [
         (3, 1, 40, Pad::Same, 9, 10, Act::Relu6),
         (5, 2, 72, Pad::Same, 11, 13, Act::Silu),
-        (3, 2, 16, Pad::Explicit { top: 1, left: 1, bottom: 1, right: 1 }, 8, 8, Act::None),
+        (
+            3,
+            2,
+            16,
+            Pad::Explicit {
+                top: 1,
+                left: 1,
+                bottom: 1,
+                right: 1,
+            },
+            8,
+            8,
+            Act::None,
+        ),
         (5, 1, 33, Pad::Same, 6, 7, Act::Relu),
         (3, 1, 64, Pad::Same, 5, 19, Act::Relu6),
         (7, 2, 20, Pad::Same, 9, 9, Act::Silu),
@@ -154,7 +194,8 @@ fn depthwise_matches_naive_with_zero_point_padding() {
                             acc += x as i32 * wt[(ky * k + kx) * c + ch] as i32;
                         }
                     }
-                    want[(oy * g.ow + ox) * c + ch] = requant_one(acc, req.mul[ch], req.add[ch], req.out, None);
+                    want[(oy * g.ow + ox) * c + ch] =
+                        requant_one(acc, req.mul[ch], req.add[ch], req.out, None);
                 }
             }
         }
@@ -166,15 +207,31 @@ fn depthwise_matches_naive_with_zero_point_padding() {
             let half = g.oh / 2 * g.ow * c;
             let (top, bottom) = out.split_at_mut(half);
             depthwise(isa, &dww, &input, &req, g, 0, zp, top, Some(&mut sums));
-            depthwise(isa, &dww, &input, &req, g, g.oh / 2, zp, bottom, Some(&mut sums));
+            depthwise(
+                isa,
+                &dww,
+                &input,
+                &req,
+                g,
+                g.oh / 2,
+                zp,
+                bottom,
+                Some(&mut sums),
+            );
             let what = format!("{} k{k} s{stride} c{c} {act:?}", isa.name());
             let mut plain = vec![0u8; want.len()];
             depthwise_u8(isa, &input, &wt, &req, g, 0, zp, &mut plain, None);
             for (i, (a, b)) in plain.iter().zip(&want).enumerate() {
-                assert!((*a as i32 - *b as i32).abs() <= 1, "{what} plain at {i}: {a} vs {b}");
+                assert!(
+                    (*a as i32 - *b as i32).abs() <= 1,
+                    "{what} plain at {i}: {a} vs {b}"
+                );
             }
             for (i, (a, b)) in out.iter().zip(&want).enumerate() {
-                assert!((*a as i32 - *b as i32).abs() <= 1, "{what} at {i}: {a} vs {b}");
+                assert!(
+                    (*a as i32 - *b as i32).abs() <= 1,
+                    "{what} at {i}: {a} vs {b}"
+                );
             }
             for (ch, s) in sums.iter().enumerate() {
                 let total: i32 = out.iter().skip(ch).step_by(c).map(|v| *v as i32).sum();
@@ -186,7 +243,12 @@ fn depthwise_matches_naive_with_zero_point_padding() {
 
 #[test]
 fn im2col_pads_with_the_zero_point_and_quantize_rounds_ties_to_even() {
-    let none = Pad::Explicit { top: 0, left: 0, bottom: 0, right: 0 };
+    let none = Pad::Explicit {
+        top: 0,
+        left: 0,
+        bottom: 0,
+        right: 0,
+    };
     let g = none.geometry(3, 3, 2, 3, 2);
     let input: Vec<u8> = (1..=18).collect();
     let ldc = 20;
