@@ -102,7 +102,7 @@ fn burn_block(block: &Block, x: Tensor<4>, split: &mut [f64; 7]) -> Tensor<4> {
             });
             (y, b.has_skip)
         }
-        Block::EdgeResidual(b) => {
+        Block::EdgeResidual(b) if b.se.is_none() => {
             let m = step(FusedConv, &|| {
                 activate(conv_bn(&b.conv_exp, &b.bn1, x.clone()), b.act)
             });
@@ -111,7 +111,7 @@ fn burn_block(block: &Block, x: Tensor<4>, split: &mut [f64; 7]) -> Tensor<4> {
                 b.has_skip,
             )
         }
-        Block::DepthwiseSeparable(b) => {
+        Block::DepthwiseSeparable(b) if b.conv_s2d.is_none() => {
             let d = step(Depthwise, &|| {
                 activate(conv_bn(&b.conv_dw, &b.bn1, x.clone()), b.act)
             });
@@ -124,7 +124,7 @@ fn burn_block(block: &Block, x: Tensor<4>, split: &mut [f64; 7]) -> Tensor<4> {
                 b.has_skip,
             )
         }
-        Block::InvertedResidual(b) => {
+        Block::InvertedResidual(b) if b.aa.is_none() && b.gc.is_none() => {
             let m = step(Expand, &|| {
                 activate(conv_bn(&b.conv_pw, &b.bn1, x.clone()), b.act)
             });
@@ -140,6 +140,8 @@ fn burn_block(block: &Block, x: Tensor<4>, split: &mut [f64; 7]) -> Tensor<4> {
                 b.has_skip,
             )
         }
+        // Layers the per-kind split does not itemise (CondConv, GroupNorm, ...): one lap.
+        other => return step(Expand, &|| other.forward(x.clone())),
     };
     if skip { y + x } else { y }
 }

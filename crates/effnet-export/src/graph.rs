@@ -73,6 +73,14 @@ fn same_pads(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
+/// The one-line refusal for a layer the ONNX export does not write yet.
+fn unsupported_layer(layer: &str) -> ExportError {
+    ExportError::Unsupported(format!(
+        "the ONNX export does not support {layer} layers yet (this model runs on the burn \
+         engine only; see docs/models.md)"
+    ))
+}
+
 /// `[top, left, bottom, right]` pads of `conv` for an input of size `hw`.
 fn conv_pads(conv: &Conv2d, hw: [usize; 2]) -> [usize; 4] {
     match conv.padding {
@@ -217,18 +225,34 @@ impl GraphBuilder {
             Block::ConvBnAct(b) => (conv_act(self, "conv", &b.conv, b.act, x)?, b.has_skip),
             Block::EdgeResidual(b) => {
                 let y = conv_act(self, "conv_exp", &b.conv_exp, b.act, x)?;
+                let y = self.maybe_se(name, &b.se, y)?;
                 (
                     self.conv(&format!("{name}.conv_pwl"), &b.conv_pwl, &y)?,
                     b.has_skip,
                 )
             }
             Block::DepthwiseSeparable(b) => {
-                let y = conv_act(self, "conv_dw", &b.conv_dw, b.act, x)?;
+                let y = match &b.conv_s2d {
+                    Some(conv) => conv_act(self, "conv_s2d", conv, b.act, x)?,
+                    None => x.clone(),
+                };
+                let y = conv_act(self, "conv_dw", &b.conv_dw, b.act, &y)?;
                 let y = self.maybe_se(name, &b.se, y)?;
                 (
                     self.conv(&format!("{name}.conv_pw"), &b.conv_pw, &y)?,
                     b.has_skip,
                 )
+            }
+            Block::InvertedResidual(b) if b.aa.is_some() || b.gc.is_some() => {
+                return Err(unsupported_layer(if b.aa.is_some() {
+                    "BlurPool"
+                } else {
+                    "global-context attention"
+                }));
+            }
+            Block::CondConvResidual(_) => return Err(unsupported_layer("CondConv")),
+            Block::NormActBlock(_) => {
+                return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
             }
             Block::InvertedResidual(b) => {
                 let y = conv_act(self, "conv_pw", &b.conv_pw, b.act, x)?;
@@ -257,6 +281,17 @@ impl GraphBuilder {
 
     /// The whole network from `input` to logits `[N, classes]`; returns the logits' name.
     pub fn network(&mut self, model: &EfficientNet, input: &Value) -> Result<String, ExportError> {
+        if model.norm1.is_some() {
+            return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
+        }
+        if let Some(Block::CondConvResidual(_)) = model
+            .blocks
+            .iter()
+            .flatten()
+            .find(|b| matches!(b, Block::CondConvResidual(_)))
+        {
+            return Err(unsupported_layer("CondConv"));
+        }
         if !model.is_folded() {
             return Err(ExportError::Unsupported(
                 "BatchNorm must be folded first (EfficientNet::fold_batchnorm)".into(),

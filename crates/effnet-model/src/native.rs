@@ -84,7 +84,7 @@ fn depthwise(c: &Conv2d, a: Act) -> Result<Depthwise, CpuError> {
     let (w, dims, bias, stride) = parts(c)?;
     if c.groups != dims[0] {
         return Err(CpuError::Unsupported(format!(
-            "grouped conv ({} groups, {} channels)",
+            "grouped convolution ({} groups, {} channels) layers (the burn engine runs this model)",
             c.groups, dims[0]
         )));
     }
@@ -109,7 +109,22 @@ fn block(b: &Block) -> Result<BlockPlan, CpuError> {
         project,
         skip,
     };
+    let refuse = |layer: &str| {
+        Err(CpuError::Unsupported(format!(
+            "{layer} layers (the burn engine runs this model)"
+        )))
+    };
     Ok(match b {
+        Block::EdgeResidual(b) if b.se.is_some() => {
+            return refuse("squeeze-excitation inside Fused-MBConv");
+        }
+        Block::DepthwiseSeparable(b) if b.conv_s2d.is_some() => {
+            return refuse("space-to-depth");
+        }
+        Block::InvertedResidual(b) if b.aa.is_some() => return refuse("BlurPool"),
+        Block::InvertedResidual(b) if b.gc.is_some() => return refuse("global-context attention"),
+        Block::CondConvResidual(_) => return refuse("CondConv"),
+        Block::NormActBlock(_) => return refuse("GroupNorm / LayerNorm / EvoNorm"),
         Block::ConvBnAct(b) => none(
             Some(dense(&b.conv, act(b.act))?),
             None,
@@ -150,6 +165,11 @@ pub fn plan(model: &EfficientNet, config: &EfficientNetConfig) -> Result<Plan, C
             config.name,
             config.num_classes
         )));
+    }
+    if model.norm1.is_some() {
+        return Err(CpuError::Unsupported(
+            "GroupNorm / LayerNorm / EvoNorm layers (the burn engine runs this model)".into(),
+        ));
     }
     let folded;
     let model = if model.is_folded() {
