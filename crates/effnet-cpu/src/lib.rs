@@ -13,9 +13,12 @@
 //! The crate knows nothing of burn: a [`Plan`] is plain weight arrays (effnet-model's
 //! `native` module compiles a burn model into one).
 //!
-//! - [`infer`]: the [`Executor`] running a [`Plan`].
-//! - [`kernels`]: the compute kernels, one folder per kind (`gemm`, `conv`, `depthwise`, `se`)
-//!   and one file per instruction set inside it.
+//! - [`infer`]: the [`Executor`] running a [`Plan`], and the [`Int8Executor`] running its
+//!   full-integer int8 counterpart.
+//! - [`quant`]: int8 quantisation — the [`quant::QuantModel`] every int8 backend lowers, and
+//!   calibration of its activation ranges.
+//! - [`kernels`]: the compute kernels, one folder per kind (`gemm`, `conv`, `depthwise`, `se`,
+//!   `int8`) and one file per instruction set inside it.
 //!
 //! ```no_run
 //! use effnet_cpu::{Executor, Layout, Plan};
@@ -30,8 +33,10 @@ mod error;
 pub mod infer;
 mod isa;
 pub mod kernels;
+pub mod quant;
 
 pub use error::CpuError;
+pub use infer::int8::Int8Executor;
 pub use infer::plan;
 pub use infer::{Executor, LayerKind, Layout, Profile};
 pub use isa::{Isa, SIMD_ENV};
