@@ -51,7 +51,8 @@ pub struct BenchArgs {
     /// Time training steps (forward, cross-entropy, backward, AdamW) instead of inference.
     #[arg(long)]
     pub train: bool,
-    /// Also print the time split per layer type (one image after another, single forward).
+    /// Also print the time split per layer type (inference: one image after another, single
+    /// forward; with --train: each layer's forward and backward, the optimiser and the EMA).
     #[arg(long)]
     pub profile: bool,
 }
@@ -81,6 +82,19 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         param_count: (params as f64 / 1e4).round() / 100.0,
     };
     report(&a, &cfg, &r, &measured);
+    if a.train && r.profile {
+        // Each layer on its own, forward and backward, plus optimiser and EMA.
+        let reps = r.iters.clamp(1, 5);
+        let split = effnet_train::profile::profile_training(
+            &cfg,
+            &device,
+            r.batch,
+            r.size,
+            reps,
+            r.precision,
+        )?;
+        println!("{}", split.to_markdown());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

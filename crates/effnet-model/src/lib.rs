@@ -24,6 +24,7 @@ pub mod error;
 pub mod fixtures;
 pub mod model;
 pub mod native;
+pub mod ops;
 pub mod precision;
 pub mod preprocess;
 pub mod presets;

@@ -19,6 +19,7 @@ pub mod loss;
 pub mod optim;
 pub mod output;
 pub mod precision;
+pub mod profile;
 pub mod report;
 pub mod run_folder;
 pub mod schedule;
