@@ -110,6 +110,8 @@ fn check(dir: &Path, ort: &dyn Fn(&str) -> bool) {
             Ok(()) => Ok(None),
             Err(e) => Err(e.to_string()),
         };
+        std::fs::remove_file(&path).ok(); // EfficientNet-L2 alone is 1.9 GB
+        drop(pre);
         println!(
             "| {arch} | {} | {burn_diff:.1e} | {} | {} |",
             config.num_params(),
