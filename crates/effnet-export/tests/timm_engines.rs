@@ -124,7 +124,7 @@ fn check(dir: &Path, ort: &dyn Fn(&str) -> bool) {
             ("onnx", &onnx, config.onnx_unsupported()),
         ] {
             match (result, expected) {
-                (Ok(Some(d)), None) if !(*d <= TOLERANCE) => {
+                (Ok(Some(d)), None) if *d > TOLERANCE => {
                     failures.push(format!("{arch} {engine}: max diff {d:e}"))
                 }
                 (Ok(_), None) => {}
@@ -132,7 +132,7 @@ fn check(dir: &Path, ort: &dyn Fn(&str) -> bool) {
                 (r, e) => failures.push(format!("{arch} {engine}: got {r:?}, expected {e:?}")),
             }
         }
-        if !(burn_diff <= TOLERANCE) {
+        if burn_diff > TOLERANCE {
             failures.push(format!("{arch} burn: max diff {burn_diff:e}"));
         }
     }

@@ -163,8 +163,11 @@ fn read_err(path: &Path, reason: String) -> ModelError {
     }
 }
 
+/// Values and shape of one tensor.
+type Values = (Vec<f32>, Vec<usize>);
+
 /// Every tensor of a safetensors file as f32 values (f16 widened), by name.
-fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<f32>, Vec<usize>)>, ModelError> {
+fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, Values>, ModelError> {
     let mut store = SafetensorsStore::from_file(path);
     let tensors = store
         .get_all_tensors()
