@@ -24,8 +24,14 @@ The generator (identical in crates/effnet-model/src/fixtures.rs):
               z = (z ^ z>>30) * 0xBF58476D1CE4E5B9; z = (z ^ z>>27) * 0x94D049BB133111EB; z ^ z>>31
   per tensor: seed = FNV1a64(timm key) ^ SEED, u_i = 2 * (z_i >> 11) * 2^-53 - 1 in [-1, 1)
   values:     rank >= 2: u * sqrt(3 / fan_in), fan_in = prod(shape[1:]);
-              rank 1 '*.bias': 0.1 * u;  other rank 1 (norm weight, EvoNorm v): 1 + 0.25 * u
-              (computed in f64, rounded once to f32); BN running stats are measured, not drawn.
+              rank 1 '*.bias': 0.1 * u;  the last norm's weight (bn2/bn3) of a block that is not
+              the first of its stage (blocks.S.J, J >= 1): 0.1 + 0.025 * u;  other rank 1 (norm
+              weight, EvoNorm v): 1 + 0.25 * u  (computed in f64, rounded once to f32).
+              BN running stats are measured, not drawn.
+  Why damped residual branches: a deep random net whose residual branches are as large as its
+  stream is chaotic, and f32 rounding (timm's own, against f64) grows to 2e-4 in the logits of
+  EfficientNetV2-L; with branches at a tenth of the stream, as in trained nets, it stays ~5e-6,
+  while a wrong layer still moves the logits by ~1e-1.
 
 Needs: pip install timm==1.0.31 torch safetensors pillow numpy.  Run from the repository root.
 """
@@ -76,7 +82,20 @@ def uniform(seed, n):
     return (z >> np.uint64(11)).astype(np.float64) * (2.0 ** -53) * 2.0 - 1.0
 
 
-def fill_value(name, shape):
+def damped_norms(keys):
+    """The weights of the last norm (bn2 or bn3, the one after the projection conv) of every
+    block that is not the first of its stage: the residual blocks, whose branch starts small."""
+    last = {}
+    for k in keys:
+        parts = k.split(".")
+        if len(parts) == 5 and parts[0] == "blocks" and parts[2] != "0" and parts[4] == "weight" \
+                and parts[3] in ("bn2", "bn3"):
+            prefix = ".".join(parts[:3])
+            last[prefix] = max(last.get(prefix, ""), parts[3])
+    return {f"{p}.{bn}.weight" for p, bn in last.items()}
+
+
+def fill_value(name, shape, damped=False):
     """The f32 values effnet's tests draw for the timm tensor `name` of `shape`."""
     n = int(np.prod(shape)) if len(shape) else 1
     u = uniform(fnv1a64(name) ^ SEED, n)
@@ -85,6 +104,8 @@ def fill_value(name, shape):
         v = u * math.sqrt(3.0 / fan_in)
     elif name.endswith(".bias"):
         v = u * 0.1
+    elif damped:
+        v = u * 0.025 + 0.1
     else:
         v = u * 0.25 + 1.0
     return v.astype(np.float32).reshape(shape)
@@ -543,12 +564,13 @@ def crops(size):
 def fill_model(model):
     import torch
     sd = model.state_dict()
+    damped = damped_norms(sd.keys())
     new = {}
     for k, v in sd.items():
         if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
             new[k] = v
         else:
-            new[k] = torch.from_numpy(fill_value(k, list(v.shape)))
+            new[k] = torch.from_numpy(fill_value(k, list(v.shape), k in damped))
     model.load_state_dict(new)
 
 

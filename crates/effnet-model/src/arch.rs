@@ -68,11 +68,7 @@ impl Rounding {
 }
 
 fn groups(group_size: usize, channels: usize) -> usize {
-    if group_size == 0 {
-        1
-    } else {
-        (channels / group_size).max(1)
-    }
+    channels.checked_div(group_size).map_or(1, |g| g.max(1))
 }
 
 impl EfficientNetConfig {
@@ -414,7 +410,7 @@ impl EfficientNetConfig {
             return Err("block_widths must be in 1..=65536".into());
         }
         let divides = |what: &str, c: usize, g: usize| {
-            if g == 0 || c % g != 0 {
+            if g == 0 || !c.is_multiple_of(g) {
                 Err(format!("{what}: {c} channels are not divisible by {g}"))
             } else {
                 Ok(())

@@ -486,7 +486,7 @@ impl DepthwiseSeparable {
         let se = squeeze_excite(spec, mid, layers, device);
         let s2d = spec.space_to_depth;
         // timm pads an even depthwise kernel (after space-to-depth) TF-"same".
-        let dw_padding = if spec.kernel % 2 == 0 {
+        let dw_padding = if spec.kernel.is_multiple_of(2) {
             PaddingMode::Same
         } else {
             layers.padding

@@ -4,10 +4,14 @@
 //!
 //! For every tensor of timm's `state_dict` (timm's key, timm's shape), the values are drawn from
 //! SplitMix64 seeded with `FNV-1a-64(key) ^ SEED`: `u = 2·(z >> 11)·2⁻⁵³ − 1 ∈ [−1, 1)`, then
-//! rank ≥ 2: `u·sqrt(3 / fan_in)` with `fan_in = Π shape[1..]`; rank 1 `*.bias`: `0.1·u`; other
-//! rank 1 (norm weights, EvoNorm `v`): `1 + 0.25·u`; computed in f64 and rounded once to f32.
+//! rank ≥ 2: `u·sqrt(3 / fan_in)` with `fan_in = Π shape[1..]`; rank 1 `*.bias`: `0.1·u`; the
+//! weight of the last norm (`bn2`/`bn3`) of a block that is not the first of its stage:
+//! `0.1 + 0.025·u` (residual branches a tenth of the stream, as in trained nets: a deep random
+//! net with full-size branches is chaotic and its f32 rounding alone reaches 1e-4 in the logits);
+//! other rank 1 (norm weights, EvoNorm `v`): `1 + 0.25·u`; computed in f64 and rounded once to
+//! f32.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -47,8 +51,27 @@ impl SplitMix64 {
     }
 }
 
-/// The values the fixture script draws for timm tensor `key` of `shape`.
-pub fn fill_values(key: &str, shape: &[usize]) -> Vec<f32> {
+/// The norm weights drawn small: the last norm (`bn2`/`bn3`) of every block `blocks.S.J` with
+/// `J ≥ 1`, among `keys`.
+pub fn damped_norms<'a>(keys: impl IntoIterator<Item = &'a str>) -> BTreeSet<String> {
+    let mut last: BTreeMap<String, &str> = BTreeMap::new();
+    for key in keys {
+        let parts: Vec<&str> = key.split('.').collect();
+        if let ["blocks", s, j, bn @ ("bn2" | "bn3"), "weight"] = parts[..]
+            && j != "0"
+        {
+            let slot = last.entry(format!("blocks.{s}.{j}")).or_insert(bn);
+            *slot = (*slot).max(bn);
+        }
+    }
+    last.into_iter()
+        .map(|(prefix, bn)| format!("{prefix}.{bn}.weight"))
+        .collect()
+}
+
+/// The values the fixture script draws for timm tensor `key` of `shape` (`damped`: one of
+/// [`damped_norms`]).
+pub fn fill_values(key: &str, shape: &[usize], damped: bool) -> Vec<f32> {
     let n: usize = shape.iter().product();
     let mut rng = SplitMix64(fnv1a64(key) ^ SEED);
     let (scale, offset) = if shape.len() >= 2 {
@@ -56,6 +79,8 @@ pub fn fill_values(key: &str, shape: &[usize]) -> Vec<f32> {
         ((3.0 / fan_in as f64).sqrt(), 0.0)
     } else if key.ends_with(".bias") {
         (0.1, 0.0)
+    } else if damped {
+        (0.025, 0.1)
     } else {
         (0.25, 1.0)
     };
@@ -82,6 +107,7 @@ pub fn synthetic_state_dict(
     shapes: &[(String, Vec<usize>)],
     stats: &BTreeMap<String, Vec<f32>>,
 ) -> Result<BTreeMap<String, burn_pack::Tensor>, String> {
+    let damped = damped_norms(shapes.iter().map(|(k, _)| k.as_str()));
     let mut out = BTreeMap::new();
     for (key, shape) in shapes {
         let values = if key.ends_with("running_mean") || key.ends_with("running_var") {
@@ -96,7 +122,7 @@ pub fn synthetic_state_dict(
             }
             v.clone()
         } else {
-            fill_values(key, shape)
+            fill_values(key, shape, damped.contains(key))
         };
         out.insert(key.clone(), f32_tensor(key, shape, &values));
     }
@@ -137,8 +163,11 @@ fn read_err(path: &Path, reason: String) -> ModelError {
     }
 }
 
+/// Values and shape of one tensor.
+type Values = (Vec<f32>, Vec<usize>);
+
 /// Every tensor of a safetensors file as f32 values (f16 widened), by name.
-fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, (Vec<f32>, Vec<usize>)>, ModelError> {
+fn read_f32_tensors(path: &Path) -> Result<BTreeMap<String, Values>, ModelError> {
     let mut store = SafetensorsStore::from_file(path);
     let tensors = store
         .get_all_tensors()
