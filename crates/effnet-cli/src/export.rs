@@ -211,6 +211,7 @@ fn int8_options(a: &ExportArgs, pre: &Pretrained, device: &Device) -> anyhow::Re
         ranges,
         input: a.input_type.into(),
         output: a.output_type.into(),
+        ..Int8Options::default()
     })
 }
 

@@ -17,15 +17,16 @@
 //! Options: `--weights W` (.bpk/.pth/.safetensors; `--model M` with PyTorch files), `--random
 //! ARCH`, `--val DIR` (ImageNet folder layout; folder names are the class names, sorted, unless
 //! the weights carry labels), `--calib DIR` (default: the evaluation images), `--calib-images N`
-//! (200), `--size S`, `--out DIR` (keeps the files; default a temporary folder), `--no-eval`.
+//! (200), `--size S`, `--out DIR` (keeps the files; default a temporary folder), `--no-eval`,
+//! `--per-tensor` (int8 weights with one scale per layer instead of per output channel).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::prelude::*;
 use effnet_export::{
-    BatchSize, Graph, Int8Options, OnnxOptions, TfliteOptions, calibrate_minmax, write_onnx,
-    write_tflite,
+    BatchSize, Graph, Int8Options, OnnxOptions, TfliteOptions, WeightGranularity, calibrate_minmax,
+    write_onnx, write_tflite,
 };
 use effnet_model::weights::default_preprocess;
 use effnet_model::{EfficientNetConfig, Preprocess, Pretrained};
@@ -185,13 +186,23 @@ fn main() -> Result<()> {
         ))
     });
     let ranges = calibrate_minmax(&graph, batches, &device)?;
+    let per_tensor = args.iter().any(|a| a == "--per-tensor");
     let int8 = Int8Options {
         ranges,
+        weights: if per_tensor {
+            WeightGranularity::PerTensor
+        } else {
+            WeightGranularity::PerChannel
+        },
         ..Int8Options::default()
     };
     let mut files = Vec::new();
     for quant in [None, Some(int8)] {
-        let tag = if quant.is_some() { "int8" } else { "f32" };
+        let tag = match (&quant, per_tensor) {
+            (None, _) => "f32",
+            (Some(_), false) => "int8",
+            (Some(_), true) => "int8-per-tensor",
+        };
         let tflite = out.join(format!("{name}_{size}_{tag}.tflite"));
         let options = TfliteOptions {
             batch: BatchSize::Dynamic,

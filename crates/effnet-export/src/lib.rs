@@ -50,8 +50,8 @@ pub use graph::{
 };
 pub use onnx::{BatchSize, MAX_OPSET, MIN_OPSET, OnnxOptions, export_onnx, onnx_bytes, write_onnx};
 pub use quant::{
-    ActivationRanges, ChannelQuant, Int8Options, IoType, QParams, Range, activation_params,
-    calibrate_minmax, quantize_bias, quantize_per_channel,
+    ActivationRanges, ChannelQuant, Int8Options, IoType, QParams, Range, WeightGranularity,
+    activation_params, calibrate_minmax, quantize_bias, quantize_per_channel, quantize_weights,
 };
 pub use tflite::{TfliteOptions, export_tflite, graph_to_tflite, tflite_bytes, write_tflite};
 

@@ -15,7 +15,8 @@ use crate::proto::{
     tensor_shape_proto, type_proto,
 };
 use crate::quant::{
-    Int8Options, IoType, QParams, activation_params, quantize_bias, quantize_per_channel,
+    Int8Options, IoType, QParams, WeightGranularity, activation_params, quantize_bias,
+    quantize_weights,
 };
 
 /// Oldest opset the exporter writes (every op it uses has its current form there).
@@ -136,13 +137,16 @@ fn raw_tensor(name: &str, dims: &[usize], ty: tensor_proto::DataType, raw: Vec<u
 
 /// Nodes and initializers under construction. Tensors keep their graph names; weights are
 /// named after their layer (`<layer>.weight`, `<layer>.bias`). In a QDQ (int8) graph every
-/// activation `t` is followed by `QuantizeLinear` → `t:q` → `DequantizeLinear` → `t:dq`, which
-/// its readers take, and weights and biases are int8/int32 initializers (`<layer>.weight:q`)
-/// behind a `DequantizeLinear`; ONNX Runtime fuses these groups into integer kernels.
+/// activation `t` is followed by `QuantizeLinear` → `t:q`, each reader takes its own
+/// `DequantizeLinear` of it, and weights and biases are int8/int32 initializers
+/// (`<layer>.weight:q`) behind a `DequantizeLinear`; ONNX Runtime fuses these groups into
+/// integer kernels (QLinearConv, QLinearAdd, QLinearMul, QGemm, …).
 struct Lowering<'g> {
     graph: &'g Graph,
     /// int8 parameters of each graph tensor and the boundary types (`None`: f32 graph).
     quant: Option<(Vec<QParams>, IoType, IoType)>,
+    /// Scale granularity of int8 weights.
+    granularity: WeightGranularity,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
 }
@@ -157,13 +161,29 @@ impl Lowering<'_> {
         }
     }
 
-    /// The name readers of graph tensor `t` take.
-    fn read(&self, t: TensorId) -> String {
-        let name = &self.graph.tensors[t].name;
-        match &self.quant {
-            Some(_) => format!("{name}:dq"),
-            None => name.clone(),
-        }
+    /// The name `reader` takes graph tensor `t` under. In a QDQ graph every reading edge gets
+    /// its own `DequantizeLinear` of `t:q` (ONNX Runtime fuses a node with the dequantizers
+    /// of its inputs only when no other node shares them).
+    fn read(&mut self, t: TensorId, reader: &str) -> String {
+        let name = self.graph.tensors[t].name.clone();
+        let Some((_, input_type, _)) = &self.quant else {
+            return name;
+        };
+        let quantized = if t == self.graph.input && *input_type == IoType::Int8 {
+            name.clone()
+        } else {
+            format!("{name}:q")
+        };
+        let out = format!("{name}:dq:{reader}");
+        let (scale, zero) = (format!("{name}.scale"), format!("{name}.zero_point"));
+        self.push(
+            "DequantizeLinear",
+            &format!("{name}.dequantize:{reader}"),
+            &[&quantized, &scale, &zero],
+            &out,
+            vec![],
+        );
+        out
     }
 
     fn push(
@@ -177,39 +197,35 @@ impl Lowering<'_> {
         self.nodes.push(node(op, name, inputs, output, attrs));
     }
 
-    /// Scale and zero-point initializers `<name>.scale`, `<name>.zero_point` of `q`.
-    fn qparams(&mut self, name: &str, q: QParams) -> (String, String) {
+    /// Scale and zero-point initializers `<name>.scale`, `<name>.zero_point` of `q`: uint8 with
+    /// the zero point moved by 128 (the same real values as int8; ONNX Runtime's x86 kernels
+    /// fuse uint8-activation QDQ groups — residual adds included — where int8 ones stay in
+    /// float), or int8 for a boundary tensor the caller wants as int8.
+    fn qparams(&mut self, name: &str, q: QParams, signed: bool) -> (String, String) {
         let (scale, zero) = (format!("{name}.scale"), format!("{name}.zero_point"));
         self.inits.push(f32_tensor(&scale, &[], &[q.scale]));
-        let zp = (q.zero_point as i8) as u8;
-        self.inits.push(raw_tensor(
-            &zero,
-            &[],
-            tensor_proto::DataType::Int8,
-            vec![zp],
-        ));
+        let (ty, zp) = if signed {
+            (tensor_proto::DataType::Int8, (q.zero_point as i8) as u8)
+        } else {
+            (tensor_proto::DataType::Uint8, (q.zero_point + 128) as u8)
+        };
+        self.inits.push(raw_tensor(&zero, &[], ty, vec![zp]));
         (scale, zero)
     }
 
-    /// The Q/DQ pair after graph tensor `t` (nothing in an f32 graph). At the boundary the
-    /// pair is cut where the caller wants int8: an int8 input is only dequantized, int8 logits
-    /// are only quantized.
+    /// The `QuantizeLinear` after graph tensor `t` (nothing in an f32 graph; its readers
+    /// dequantize, see [`read`](Self::read)). At the boundary: an int8 input is not quantized
+    /// again, and f32 logits are dequantized into the graph output.
     fn qdq(&mut self, t: TensorId) {
         let Some((params, input_type, output_type)) = &self.quant else {
             return;
         };
         let (q, input_type, output_type) = (params[t], *input_type, *output_type);
         let name = self.graph.tensors[t].name.clone();
-        let (scale, zero) = self.qparams(&name, q);
-        let dq_out = format!("{name}:dq");
-        if t == self.graph.input && input_type == IoType::Int8 {
-            self.push(
-                "DequantizeLinear",
-                &format!("{name}.dequantize"),
-                &[&name, &scale, &zero],
-                &dq_out,
-                vec![],
-            );
+        let int8_input = t == self.graph.input && input_type == IoType::Int8;
+        let int8_output = t == self.graph.output && output_type == IoType::Int8;
+        let (scale, zero) = self.qparams(&name, q, int8_input || int8_output);
+        if int8_input {
             return;
         }
         let produced = self.produced(t);
@@ -225,17 +241,12 @@ impl Lowering<'_> {
             &q_out,
             vec![],
         );
-        let dq_out = if t == self.graph.output {
-            name.clone()
-        } else {
-            dq_out
-        };
-        if t != self.graph.output || output_type == IoType::Float32 {
+        if t == self.graph.output && output_type == IoType::Float32 {
             self.push(
                 "DequantizeLinear",
                 &format!("{name}.dequantize"),
                 &[&q_out, &scale, &zero],
-                &dq_out,
+                &name,
                 vec![],
             );
         }
@@ -262,7 +273,12 @@ impl Lowering<'_> {
         let input_scale = params[input].scale;
         let channels = bias.len();
         let inner: usize = dims[axis + 1..].iter().product();
-        let wq = quantize_per_channel(weights, channels, |i| (i / inner) % channels);
+        let wq = quantize_weights(
+            weights,
+            channels,
+            |i| (i / inner) % channels,
+            self.granularity,
+        );
         let bq = quantize_bias(bias, input_scale, &wq.scales);
         let b_scales: Vec<f32> = wq.scales.iter().map(|s| s * input_scale).collect();
         let per_channel = [channels];
@@ -319,7 +335,7 @@ impl Lowering<'_> {
         let g = self.graph;
         self.qdq(g.input);
         for n in &g.nodes {
-            let x = self.read(n.inputs[0]);
+            let x = self.read(n.inputs[0], &n.name);
             let y = self.produced(n.output);
             match &n.op {
                 Op::Conv(c) => {
@@ -359,7 +375,7 @@ impl Lowering<'_> {
                     } else {
                         "Add"
                     };
-                    let x2 = self.read(n.inputs[1]);
+                    let x2 = self.read(n.inputs[1], &n.name);
                     self.push(op, &n.name, &[&x, &x2], &y, vec![]);
                 }
                 Op::Mean { keep_dims: true } => {
@@ -373,7 +389,7 @@ impl Lowering<'_> {
                     let flat_in = match &self.quant {
                         Some((params, _, _)) => {
                             let q = params[n.output];
-                            let (scale, zero) = self.qparams(&pooled, q);
+                            let (scale, zero) = self.qparams(&pooled, q, false);
                             let (pq, pdq) = (format!("{pooled}:q"), format!("{pooled}:dq"));
                             self.push(
                                 "QuantizeLinear",
@@ -420,6 +436,7 @@ fn lower(
     let mut l = Lowering {
         graph,
         quant,
+        granularity: int8.map(|o| o.weights).unwrap_or_default(),
         nodes: Vec::with_capacity(graph.nodes.len() + 1),
         inits: Vec::new(),
     };

@@ -46,6 +46,17 @@ pub enum IoType {
     Int8,
 }
 
+/// How finely conv and dense weights get their own int8 scale.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightGranularity {
+    /// One scale per output channel (what TFLite's converter does; the default).
+    #[default]
+    PerChannel,
+    /// One scale per layer (written as equal per-channel scales, so every runtime takes it):
+    /// the cheaper scheme some accelerators need, to measure what it costs.
+    PerTensor,
+}
+
 /// How to quantise an export: the ranges and the types at the model's boundary.
 #[derive(Clone, Debug, Default)]
 pub struct Int8Options {
@@ -55,6 +66,8 @@ pub struct Int8Options {
     pub input: IoType,
     /// Element type of the logits.
     pub output: IoType,
+    /// Scale granularity of the weights.
+    pub weights: WeightGranularity,
 }
 
 /// Affine int8 parameters of one tensor: `real = scale · (q − zero_point)`.
@@ -162,10 +175,25 @@ pub fn quantize_per_channel(
     channels: usize,
     channel: impl Fn(usize) -> usize,
 ) -> ChannelQuant {
+    quantize_weights(weights, channels, channel, WeightGranularity::PerChannel)
+}
+
+/// Quantises `weights` symmetrically, one scale per output channel (`channel(i)` of element
+/// `i`) or one for all of them (repeated per channel).
+pub fn quantize_weights(
+    weights: &[f32],
+    channels: usize,
+    channel: impl Fn(usize) -> usize,
+    granularity: WeightGranularity,
+) -> ChannelQuant {
     let mut max = vec![0f32; channels];
     for (i, w) in weights.iter().enumerate() {
         let c = channel(i);
         max[c] = max[c].max(w.abs());
+    }
+    if granularity == WeightGranularity::PerTensor {
+        let all = max.iter().fold(0f32, |m, &v| m.max(v));
+        max.fill(all);
     }
     let scales: Vec<f32> = max
         .iter()
@@ -243,6 +271,9 @@ mod tests {
         let q = quantize_per_channel(&w, 2, |i| i % 2);
         assert_eq!(q.scales, vec![2.0 / 127.0, 0.5 / 127.0]);
         assert_eq!(q.values, vec![70, -127, -127, 51, 32, 0]);
+        let layer = quantize_weights(&w, 2, |i| i % 2, WeightGranularity::PerTensor);
+        assert_eq!(layer.scales, vec![2.0 / 127.0; 2]);
+        assert_eq!(layer.values[1], -32);
         let zero = quantize_per_channel(&[0.0, 0.0], 1, |_| 0);
         assert_eq!(zero.scales, vec![1.0]);
         let b = quantize_bias(&[1.0, -1.0], 0.5, &[0.01, 0.02]);

@@ -17,8 +17,8 @@ use crate::graph::{ConvOp, DenseOp, Graph, INPUT_NAME, OUTPUT_NAME, Op, TensorId
 use crate::meta::{Layout, check_labels, metadata};
 use crate::onnx::BatchSize;
 use crate::quant::{
-    Int8Options, IoType, QParams, activation_params, fused_activation, quantize_bias,
-    quantize_per_channel,
+    Int8Options, IoType, QParams, WeightGranularity, activation_params, fused_activation,
+    quantize_bias, quantize_weights,
 };
 use crate::tflite_schema as fb;
 
@@ -137,6 +137,7 @@ pub fn graph_to_tflite(
         ops: Vec::new(),
         ids: vec![None; graph.tensors.len()],
         float_logits: int8.is_some_and(|q| q.output == IoType::Float32),
+        granularity: int8.map(|q| q.weights).unwrap_or_default(),
     };
     let io = int8.map(|q| (q.input, q.output));
     let input = w.boundary_input(io.map(|(i, _)| i))?;
@@ -203,6 +204,8 @@ struct Writer<'g> {
     ids: Vec<Option<i32>>,
     /// An int8 model whose int8 logits are dequantized into the f32 output.
     float_logits: bool,
+    /// Scale granularity of int8 weights.
+    granularity: WeightGranularity,
 }
 
 fn quantization(scales: Vec<f32>, zero_points: Vec<i64>, axis: i32) -> fb::QuantizationParameters {
@@ -341,9 +344,9 @@ impl Writer<'_> {
         let input_scale = q[input].scale;
         let per_channel = weights.len() / channels;
         let wq = if axis == 3 {
-            quantize_per_channel(weights, channels, |i| i % channels)
+            quantize_weights(weights, channels, |i| i % channels, self.granularity)
         } else {
-            quantize_per_channel(weights, channels, |i| i / per_channel)
+            quantize_weights(weights, channels, |i| i / per_channel, self.granularity)
         };
         let buffer = self.buffer(wq.values.iter().map(|&v| v as u8).collect());
         let zeros = vec![0i64; channels];

@@ -239,6 +239,7 @@ fn int8_model_is_integer_inside_with_float_or_int8_boundary() {
                 ranges: ranges.clone(),
                 input: io,
                 output: io,
+                ..Int8Options::default()
             }),
             ..TfliteOptions::default()
         };
@@ -293,6 +294,7 @@ fn int8_lite0_keeps_top1_on_photos_in_litert() {
                 ranges: ranges.clone(),
                 input: io,
                 output: io,
+                ..Int8Options::default()
             }),
             ..TfliteOptions::default()
         };

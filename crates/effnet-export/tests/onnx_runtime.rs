@@ -288,6 +288,7 @@ fn int8_qdq_lite0_keeps_top1_on_photos_in_onnxruntime() {
             ranges: ranges.clone(),
             input: io,
             output: io,
+            ..Int8Options::default()
         };
         let Some(logits) = qdq_logits(&format!("lite0_qdq_{io:?}"), &pre, int8, &input, shape)
         else {
@@ -317,5 +318,60 @@ fn int8_qdq_silu_se_v2_runs_in_onnxruntime_close_to_f32() {
     assert!(
         diff < 0.1 * scale,
         "int8 error {diff} vs logit scale {scale}"
+    );
+}
+
+#[test]
+fn int8_qdq_graph_runs_as_integer_kernels_in_onnxruntime() {
+    // Every conv, residual add and the classifier fuse into ONNX Runtime's integer kernels:
+    // only the boundary Q/DQ stay (the reason activations are uint8 inside the QDQ graph).
+    if let Err(reason) = onnxruntime_or_skip() {
+        eprintln!("skipped: onnxruntime unavailable ({reason})");
+        return;
+    }
+    let pre = bundled();
+    let (input, shape) = photo_batch(&pre.preprocess);
+    let options = OnnxOptions {
+        int8: Some(Int8Options {
+            ranges: photo_ranges(&pre, &input, shape),
+            ..Int8Options::default()
+        }),
+        ..OnnxOptions::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, optimized) = (dir.path().join("q.onnx"), dir.path().join("opt.onnx"));
+    write_onnx(&model, &pre, &options).expect("export");
+    let script = "import sys, collections, onnx, onnxruntime as ort\n\
+        o = ort.SessionOptions(); o.optimized_model_filepath = sys.argv[2]\n\
+        ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n\
+        ops = collections.Counter(n.op_type for n in onnx.load(sys.argv[2]).graph.node)\n\
+        print(' '.join(f'{k}={v}' for k, v in sorted(ops.items())))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args([&model, &optimized])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ops = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!("optimized ops: {ops}");
+    let count = |op: &str| {
+        ops.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{op}=")))
+            .map_or(0, |n| n.parse::<usize>().expect("count"))
+    };
+    assert_eq!(count("Conv"), 0, "{ops}");
+    assert_eq!(count("Add"), 0, "{ops}");
+    assert!(
+        count("QLinearConv") > 40 && count("QLinearAdd") > 0,
+        "{ops}"
+    );
+    assert_eq!(
+        count("QuantizeLinear") + count("DequantizeLinear"),
+        2,
+        "{ops}"
     );
 }
