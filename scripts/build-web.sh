@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the web page (README "Deploy"): the effnet-web crate compiled to wasm32 with
+# Builds the web page (docs/deploy.md): the effnet-web crate compiled to wasm32 with
 # wasm-bindgen (`--target web`), web/'s static files, half-size (f16) Lite0 weights made by `effnet export` and the sample photos, all in
 # web/dist/ (git-ignored). `--serve [PORT]` then serves web/dist on http://127.0.0.1:PORT/
 # (default 8000).

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Browser test of the web page (README "Deploy"): serves web/dist (built by
+"""Browser test of the web page (docs/deploy.md): serves web/dist (built by
 scripts/build-web.sh) on a free local port, opens `index.html?auto=photos/chelsea.png&report=1`
 in headless Chromium, and waits for the page to POST its outcome to /result. Then checks that
 the page ranks tiger cat first with the probability the native library gives for the same f16

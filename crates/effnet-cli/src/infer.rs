@@ -176,7 +176,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let preds = classifier.predict_batch(&images, topk);
+        let preds = classifier.try_predict_batch(&images, topk)?;
         for (p, pred) in good_paths.into_iter().zip(preds) {
             writer.row(&mut out, p, &pred)?;
         }

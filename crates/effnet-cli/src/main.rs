@@ -6,6 +6,7 @@ mod eval;
 mod export;
 mod import;
 mod infer;
+mod models;
 mod native_bench;
 mod train;
 mod warmup;
@@ -44,8 +45,9 @@ enum Command {
     /// into the on-disk cache later runs reuse ($EFFNET_CACHE_DIR, default
     /// ~/.cache/effnet/cubecl).
     Warmup(warmup::WarmupArgs),
-    /// List the model presets with their parameter counts.
-    Models,
+    /// List the architectures (timm's names, wildcards as in timm's list_models) with their
+    /// parameter counts, engines, pretrained tags and aliases.
+    Models(models::ModelsArgs),
 }
 
 fn main() -> ExitCode {
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Warmup(a) => warmup::run(a),
-        Command::Models => models(),
+        Command::Models(a) => models::run(a),
     };
     match result {
         Ok(code) => code,
@@ -95,21 +97,4 @@ fn set_decode_limits(max_pixels: Option<&str>) -> Result<(), String> {
     }
     effnet_data::set_decode_limits(limits);
     Ok(())
-}
-
-fn models() -> anyhow::Result<ExitCode> {
-    let device = effnet::Device::flex();
-    println!(
-        "{:<20} {:>12} {:>6} {:>6}",
-        "model", "params", "train", "eval"
-    );
-    for name in effnet::preset_names() {
-        let cfg = effnet::EfficientNetConfig::preset(name)?;
-        let params = cfg.init(&device).num_trainable_params();
-        println!(
-            "{:<20} {:>12} {:>6} {:>6}",
-            name, params, cfg.train_size, cfg.eval_size
-        );
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -390,7 +390,7 @@ fn timm_flag_names_work_and_old_ones_stay() {
             "efficientnetv2_s",
             "tests/data/photos/coffee.png",
         ]),
-        "only efficientnet_lite0 weights are bundled",
+        "only tf_efficientnet_lite0 weights are bundled",
     );
 }
 

@@ -131,7 +131,7 @@ fn export_errors_are_one_line() {
     );
     assert_clean_error(
         &effnet(&["export", "--model", "efficientnetv2_s", "-o", o]),
-        "only efficientnet_lite0 weights are bundled",
+        "only tf_efficientnet_lite0 weights are bundled",
     );
     assert_clean_error(
         &effnet(&["export", "--format", "bpk", "--batch", "4", "-o", o]),

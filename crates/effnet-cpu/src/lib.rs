@@ -10,10 +10,17 @@
 //! and a portable fallback, chosen at run time ([`Isa`]; `EFFNET_CPU_SIMD=scalar` forces
 //! the fallback, `EFFNET_CPU_SIMD=avx2` the AVX2 kernels on an AVX-512 CPU).
 //!
+//! The crate knows nothing of burn: a [`Plan`] is plain weight arrays (effnet-model's
+//! `native` module compiles a burn model into one).
+//!
+//! - [`infer`]: the [`Executor`] running a [`Plan`].
+//! - [`kernels`]: the compute kernels, one folder per kind (`gemm`, `conv`, `depthwise`, `se`)
+//!   and one file per instruction set inside it.
+//!
 //! ```no_run
-//! use effnet_cpu::{Executor, Layout};
-//! # fn demo(model: &effnet_model::EfficientNet, cfg: &effnet_model::EfficientNetConfig) {
-//! let exec = Executor::from_model(model, cfg).unwrap();
+//! use effnet_cpu::{Executor, Layout, Plan};
+//! # fn demo(plan: Plan) {
+//! let exec = Executor::new(plan).unwrap();
 //! let logits = exec.forward(&vec![0.0; 3 * 224 * 224], 1, 224, 224, Layout::Nchw).unwrap();
 //! assert_eq!(logits.len(), exec.num_classes());
 //! # }
@@ -21,15 +28,13 @@
 
 #![warn(missing_docs)]
 
-mod bridge;
 mod error;
-mod exec;
-mod gemm;
+pub mod infer;
 mod isa;
 pub mod kernels;
-pub mod plan;
 
 pub use error::CpuError;
-pub use exec::{Executor, LayerKind, Layout, Profile};
+pub use infer::plan;
+pub use infer::{Executor, LayerKind, Layout, Profile};
 pub use isa::{Isa, SIMD_ENV};
 pub use plan::Plan;

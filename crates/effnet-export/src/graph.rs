@@ -138,6 +138,14 @@ pub struct Graph {
     pub output: TensorId,
 }
 
+/// The one-line refusal for a layer the exporters do not write yet.
+fn unsupported_layer(layer: &str) -> ExportError {
+    ExportError::Unsupported(format!(
+        "the ONNX/TFLite export does not support {layer} layers yet (this model runs on the burn \
+         engine only; see docs/models.md)"
+    ))
+}
+
 fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ExportError> {
     t.into_data()
         .convert::<f32>()
@@ -170,6 +178,9 @@ fn conv_pads(conv: &Conv2d, hw: [usize; 2]) -> [usize; 4] {
 impl Graph {
     /// Lowers a BatchNorm-folded `model` for `[h, w]` inputs.
     pub fn from_model(model: &EfficientNet, hw: [usize; 2]) -> Result<Self, ExportError> {
+        if model.norm1.is_some() {
+            return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
+        }
         if !model.is_folded() {
             return Err(ExportError::Unsupported(
                 "BatchNorm must be folded first (EfficientNet::fold_batchnorm)".into(),
@@ -351,12 +362,28 @@ impl Graph {
             Block::ConvBnAct(b) => (self.conv_act(&leaf("conv"), &b.conv, b.act, x)?, b.has_skip),
             Block::EdgeResidual(b) => {
                 let y = self.conv_act(&leaf("conv_exp"), &b.conv_exp, b.act, x)?;
+                let y = self.maybe_se(name, &b.se, y)?;
                 (self.conv(&leaf("conv_pwl"), &b.conv_pwl, y)?, b.has_skip)
             }
             Block::DepthwiseSeparable(b) => {
-                let y = self.conv_act(&leaf("conv_dw"), &b.conv_dw, b.act, x)?;
+                let y = match &b.conv_s2d {
+                    Some(conv) => self.conv_act(&leaf("conv_s2d"), conv, b.act, x)?,
+                    None => x,
+                };
+                let y = self.conv_act(&leaf("conv_dw"), &b.conv_dw, b.act, y)?;
                 let y = self.maybe_se(name, &b.se, y)?;
                 (self.conv(&leaf("conv_pw"), &b.conv_pw, y)?, b.has_skip)
+            }
+            Block::InvertedResidual(b) if b.aa.is_some() || b.gc.is_some() => {
+                return Err(unsupported_layer(if b.aa.is_some() {
+                    "BlurPool"
+                } else {
+                    "global-context attention"
+                }));
+            }
+            Block::CondConvResidual(_) => return Err(unsupported_layer("CondConv")),
+            Block::NormActBlock(_) => {
+                return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
             }
             Block::InvertedResidual(b) => {
                 let y = self.conv_act(&leaf("conv_pw"), &b.conv_pw, b.act, x)?;

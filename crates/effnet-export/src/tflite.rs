@@ -605,7 +605,7 @@ impl Writer<'_> {
             );
         } else {
             return Err(ExportError::Unsupported(format!(
-                "{layer}: grouped convolution ({} groups) has no TFLite builtin",
+                "{layer}: grouped convolution ({} groups) is not exported to TFLite yet",
                 c.groups
             )));
         }

@@ -1,6 +1,18 @@
 //! The building blocks of the family, named after timm's modules so that timm state dicts map
 //! one-to-one: `ConvBnAct`, `EdgeResidual` (Fused-MBConv), `DepthwiseSeparable` and
-//! `InvertedResidual` (MBConv), with `SqueezeExcite` and `DropPath`.
+//! `InvertedResidual` (MBConv), with `SqueezeExcite` and `DropPath`. The layers only some
+//! architectures use live in the submodules: [`norm`] (GroupNorm, LayerNorm, EvoNorm-S0 and the
+//! blocks built with them), [`condconv`], [`attention`] (global context) and [`blurpool`].
+
+pub mod attention;
+pub mod blurpool;
+pub mod condconv;
+pub mod norm;
+
+pub use attention::GlobalContext;
+pub use blurpool::BlurPool;
+pub use condconv::{CondConv2d, CondConvResidual};
+pub use norm::{NormAct, NormActBlock};
 
 use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -9,7 +21,8 @@ use burn::prelude::*;
 use burn::tensor::activation::{relu, sigmoid, silu};
 use burn::tensor::{Distribution, FloatDType};
 
-use crate::config::{Activation, BlockKind, PaddingMode, StageConfig};
+use crate::arch::BlockSpec;
+use crate::config::{Activation, Attention, BlockKind, NormKind, PaddingMode};
 use crate::precision;
 
 /// Applies the configured activation.
@@ -60,6 +73,14 @@ pub struct LayerSettings {
     pub bn_momentum: f64,
     /// Network non-linearity.
     pub act: Activation,
+    /// Normalisation layer (BatchNorm, or one of [`norm`]'s).
+    pub norm: NormKind,
+    /// Channels per group of GroupNorm / EvoNorm.
+    pub norm_group_size: usize,
+    /// Channel attention of blocks with a squeeze width.
+    pub attention: Attention,
+    /// Anti-aliased (blur-pooled) strided depthwise convs.
+    pub blur_pool: bool,
 }
 
 impl LayerSettings {
@@ -73,7 +94,22 @@ impl LayerSettings {
         groups: usize,
         device: &Device,
     ) -> Conv2d {
-        let padding = match self.padding {
+        self.conv_padded(cin, cout, kernel, stride, groups, self.padding, device)
+    }
+
+    /// [`conv`](Self::conv) with its own padding rule (space-to-depth convs use TF "same").
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv_padded(
+        &self,
+        cin: usize,
+        cout: usize,
+        kernel: usize,
+        stride: usize,
+        groups: usize,
+        padding: PaddingMode,
+        device: &Device,
+    ) -> Conv2d {
+        let padding = match padding {
             PaddingMode::Symmetric => {
                 let p = (kernel - 1) / 2;
                 PaddingConfig2d::Explicit(p, p, p, p)
@@ -181,8 +217,10 @@ impl SqueezeExcite {
 /// One layer's name in each supported checkpoint layout, so a state dict maps one-to-one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LayerKeys {
-    /// effnet's (and timm's) name inside the block, e.g. `conv_pw`.
+    /// effnet's name inside the block, e.g. `conv_pw`.
     pub ours: &'static str,
+    /// timm's name inside the block (mostly `ours`; `se.conv_attn` for effnet's `gc.conv_attn`).
+    pub timm: &'static str,
     /// torchvision's name inside `features.S.J.block`, e.g. `0.0`.
     pub torchvision: String,
     /// lukemelas' name inside `_blocks.N`, e.g. `_expand_conv`.
@@ -192,8 +230,19 @@ pub struct LayerKeys {
 fn keys(ours: &'static str, torchvision: impl Into<String>, lukemelas: &'static str) -> LayerKeys {
     LayerKeys {
         ours,
+        timm: ours,
         torchvision: torchvision.into(),
         lukemelas,
+    }
+}
+
+/// A layer only timm checkpoints have: `(effnet name, timm name)`.
+pub(crate) fn timm_keys(ours: &'static str, timm: &'static str) -> LayerKeys {
+    LayerKeys {
+        ours,
+        timm,
+        torchvision: String::new(),
+        lukemelas: "",
     }
 }
 
@@ -209,7 +258,12 @@ fn se_keys(se: &Option<SqueezeExcite>, tv_index: usize) -> Vec<LayerKeys> {
 }
 
 /// Adds the (drop-path'd) branch `y` to the input `x` when the block keeps its shape.
-fn residual(y: Tensor<4>, x: Tensor<4>, has_skip: bool, drop_path: &DropPath) -> Tensor<4> {
+pub(crate) fn residual(
+    y: Tensor<4>,
+    x: Tensor<4>,
+    has_skip: bool,
+    drop_path: &DropPath,
+) -> Tensor<4> {
     if has_skip {
         drop_path.forward(y) + x
     } else {
@@ -217,20 +271,19 @@ fn residual(y: Tensor<4>, x: Tensor<4>, has_skip: bool, drop_path: &DropPath) ->
     }
 }
 
-/// SE sized from the block input (`cin · se_ratio`), acting on `channels`; none at ratio 0.
-fn squeeze_excite(
-    spec: &StageConfig,
+/// SE over `channels` with the block's squeeze width; none when it has none (or when its
+/// attention is global context instead).
+pub(crate) fn squeeze_excite(
+    spec: &BlockSpec,
     channels: usize,
-    act: Activation,
+    layers: &LayerSettings,
     device: &Device,
 ) -> Option<SqueezeExcite> {
-    (spec.se_ratio > 0.0).then(|| {
-        let squeeze = ((spec.in_channels as f64 * spec.se_ratio) as usize).max(1);
-        SqueezeExcite::new(channels, squeeze, act, device)
-    })
+    (spec.se_channels > 0 && layers.attention == Attention::Se)
+        .then(|| SqueezeExcite::new(channels, spec.se_channels, spec.act, device))
 }
 
-fn apply_se(se: &Option<SqueezeExcite>, x: Tensor<4>) -> Tensor<4> {
+pub(crate) fn apply_se(se: &Option<SqueezeExcite>, x: Tensor<4>) -> Tensor<4> {
     match se {
         Some(se) => se.forward(x),
         None => x,
@@ -249,10 +302,10 @@ pub trait BlockLayers {
     fn key_table(&self) -> Vec<LayerKeys>;
     /// Its stochastic-depth layer.
     fn drop_path(&self) -> &DropPath;
-    /// The conv that sets the spatial stride.
-    fn strided_conv(&self) -> &Conv2d;
-    /// The last conv (its output width is the block's).
-    fn output_conv(&self) -> &Conv2d;
+    /// Spatial stride of the block.
+    fn stride(&self) -> usize;
+    /// Output channels of the block.
+    fn out_channels(&self) -> usize;
 }
 
 /// Conv → BN → act, with an optional residual (Fused-MBConv with expansion 1).
@@ -272,20 +325,15 @@ pub struct ConvBnAct {
 }
 
 impl ConvBnAct {
-    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
-    pub fn new(
-        spec: &StageConfig,
-        drop_path: f64,
-        layers: &LayerSettings,
-        device: &Device,
-    ) -> Self {
+    /// The block `spec` describes.
+    pub fn new(spec: &BlockSpec, layers: &LayerSettings, device: &Device) -> Self {
         let (cin, cout) = (spec.in_channels, spec.out_channels);
         Self {
-            conv: layers.conv(cin, cout, spec.kernel, spec.stride, 1, device),
+            conv: layers.conv(cin, cout, spec.kernel, spec.stride, spec.groups, device),
             bn1: Some(layers.bn(cout, device)),
-            drop_path: DropPath::new(drop_path),
-            has_skip: spec.keeps_shape(),
-            act: layers.act,
+            drop_path: DropPath::new(spec.drop_path),
+            has_skip: spec.has_skip,
+            act: spec.act,
         }
     }
 }
@@ -310,21 +358,23 @@ impl BlockLayers for ConvBnAct {
     fn drop_path(&self) -> &DropPath {
         &self.drop_path
     }
-    fn strided_conv(&self) -> &Conv2d {
-        &self.conv
+    fn stride(&self) -> usize {
+        self.conv.stride[0]
     }
-    fn output_conv(&self) -> &Conv2d {
-        &self.conv
+    fn out_channels(&self) -> usize {
+        self.conv.weight.dims()[0]
     }
 }
 
-/// Fused-MBConv with expansion > 1: k×k expand conv (strided) → BN → act → 1×1 project → BN.
+/// Fused-MBConv: k×k expand conv (strided) → BN → act → [SE] → 1×1 project → BN.
 #[derive(Module, Debug)]
 pub struct EdgeResidual {
     /// k×k expansion conv.
     pub conv_exp: Conv2d,
     /// BN after expansion.
     pub bn1: Option<BatchNorm>,
+    /// Optional squeeze-excitation (EfficientNet-X).
+    pub se: Option<SqueezeExcite>,
     /// 1×1 projection.
     pub conv_pwl: Conv2d,
     /// BN after projection (no activation).
@@ -339,22 +389,19 @@ pub struct EdgeResidual {
 }
 
 impl EdgeResidual {
-    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
-    pub fn new(
-        spec: &StageConfig,
-        drop_path: f64,
-        layers: &LayerSettings,
-        device: &Device,
-    ) -> Self {
-        let (cin, cout, mid) = (spec.in_channels, spec.out_channels, spec.mid_channels());
+    /// The block `spec` describes.
+    pub fn new(spec: &BlockSpec, layers: &LayerSettings, device: &Device) -> Self {
+        let (cin, cout, mid) = (spec.in_channels, spec.out_channels, spec.mid_channels);
+        let se = squeeze_excite(spec, mid, layers, device);
         Self {
-            conv_exp: layers.conv(cin, mid, spec.kernel, spec.stride, 1, device),
+            conv_exp: layers.conv(cin, mid, spec.kernel, spec.stride, spec.groups, device),
             bn1: Some(layers.bn(mid, device)),
+            se,
             conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
             bn2: Some(layers.bn(cout, device)),
-            drop_path: DropPath::new(drop_path),
-            has_skip: spec.keeps_shape(),
-            act: layers.act,
+            drop_path: DropPath::new(spec.drop_path),
+            has_skip: spec.has_skip,
+            act: spec.act,
         }
     }
 }
@@ -362,7 +409,7 @@ impl EdgeResidual {
 impl BlockLayers for EdgeResidual {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = activate(conv_bn(&self.conv_exp, &self.bn1, x.clone()), self.act);
-        let y = conv_bn(&self.conv_pwl, &self.bn2, y);
+        let y = conv_bn(&self.conv_pwl, &self.bn2, apply_se(&self.se, y));
         residual(y, x, self.has_skip, &self.drop_path)
     }
     fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
@@ -373,27 +420,34 @@ impl BlockLayers for EdgeResidual {
         fold_bn(&mut self.conv_pwl, &mut self.bn2);
     }
     fn key_table(&self) -> Vec<LayerKeys> {
-        vec![
+        let mut table = vec![
             keys("conv_exp", "0.0", "_expand_conv"),
             keys("bn1", "0.1", "_bn0"),
-            keys("conv_pwl", "1.0", "_project_conv"),
-            keys("bn2", "1.1", "_bn2"),
-        ]
+        ];
+        table.extend(se_keys(&self.se, 1));
+        table.push(keys("conv_pwl", "1.0", "_project_conv"));
+        table.push(keys("bn2", "1.1", "_bn2"));
+        table
     }
     fn drop_path(&self) -> &DropPath {
         &self.drop_path
     }
-    fn strided_conv(&self) -> &Conv2d {
-        &self.conv_exp
+    fn stride(&self) -> usize {
+        self.conv_exp.stride[0]
     }
-    fn output_conv(&self) -> &Conv2d {
-        &self.conv_pwl
+    fn out_channels(&self) -> usize {
+        self.conv_pwl.weight.dims()[0]
     }
 }
 
-/// MBConv with expansion 1: depthwise k×k → BN → act → SE → 1×1 project → BN.
+/// MBConv with expansion 1: [2×2 space-to-depth conv → BN → act] → depthwise k×k → BN → act →
+/// SE → 1×1 project → BN.
 #[derive(Module, Debug)]
 pub struct DepthwiseSeparable {
+    /// Space-to-depth conv: 2×2, stride 2, 4× the channels (EfficientNet-X).
+    pub conv_s2d: Option<Conv2d>,
+    /// BN after the space-to-depth conv.
+    pub bn_s2d: Option<BatchNorm>,
     /// Depthwise conv.
     pub conv_dw: Conv2d,
     /// BN after the depthwise conv.
@@ -414,48 +468,65 @@ pub struct DepthwiseSeparable {
 }
 
 impl DepthwiseSeparable {
-    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
-    pub fn new(
-        spec: &StageConfig,
-        drop_path: f64,
-        layers: &LayerSettings,
-        device: &Device,
-    ) -> Self {
-        let (cin, cout) = (spec.in_channels, spec.out_channels);
+    /// The block `spec` describes.
+    pub fn new(spec: &BlockSpec, layers: &LayerSettings, device: &Device) -> Self {
+        let (cin, cout, mid) = (spec.in_channels, spec.out_channels, spec.mid_channels);
         // SE first: the order layers draw from the RNG is part of a seeded run.
-        let se = squeeze_excite(spec, cin, layers.act, device);
+        let se = squeeze_excite(spec, mid, layers, device);
+        let s2d = spec.space_to_depth;
+        // timm pads an even depthwise kernel (after space-to-depth) TF-"same".
+        let dw_padding = if spec.kernel % 2 == 0 {
+            PaddingMode::Same
+        } else {
+            layers.padding
+        };
+        let (k, g) = (spec.kernel, spec.groups);
         Self {
-            conv_dw: layers.conv(cin, cin, spec.kernel, spec.stride, cin, device),
-            bn1: Some(layers.bn(cin, device)),
+            conv_s2d: s2d.then(|| layers.conv_padded(cin, mid, 2, 2, 1, PaddingMode::Same, device)),
+            bn_s2d: s2d.then(|| layers.bn(mid, device)),
+            conv_dw: layers.conv_padded(mid, mid, k, spec.stride, g, dw_padding, device),
+            bn1: Some(layers.bn(mid, device)),
             se,
-            conv_pw: layers.conv(cin, cout, 1, 1, 1, device),
+            conv_pw: layers.conv(mid, cout, 1, 1, 1, device),
             bn2: Some(layers.bn(cout, device)),
-            drop_path: DropPath::new(drop_path),
-            has_skip: spec.keeps_shape(),
-            act: layers.act,
+            drop_path: DropPath::new(spec.drop_path),
+            has_skip: spec.has_skip,
+            act: spec.act,
         }
     }
 }
 
 impl BlockLayers for DepthwiseSeparable {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = activate(conv_bn(&self.conv_dw, &self.bn1, x.clone()), self.act);
+        let y = match &self.conv_s2d {
+            Some(conv) => activate(conv_bn(conv, &self.bn_s2d, x.clone()), self.act),
+            None => x.clone(),
+        };
+        let y = activate(conv_bn(&self.conv_dw, &self.bn1, y), self.act);
         let y = conv_bn(&self.conv_pw, &self.bn2, apply_se(&self.se, y));
         residual(y, x, self.has_skip, &self.drop_path)
     }
     fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
-        vec![&self.bn1, &self.bn2]
+        vec![&self.bn_s2d, &self.bn1, &self.bn2]
     }
     fn fold_batchnorm(&mut self) {
+        if let Some(conv) = &mut self.conv_s2d {
+            fold_bn(conv, &mut self.bn_s2d);
+        }
         fold_bn(&mut self.conv_dw, &mut self.bn1);
         fold_bn(&mut self.conv_pw, &mut self.bn2);
     }
     fn key_table(&self) -> Vec<LayerKeys> {
         let project = if self.se.is_some() { 2 } else { 1 };
-        let mut table = vec![
+        let mut table = Vec::new();
+        if self.conv_s2d.is_some() {
+            table.push(timm_keys("conv_s2d", "conv_s2d"));
+            table.push(timm_keys("bn_s2d", "bn_s2d"));
+        }
+        table.extend([
             keys("conv_dw", "0.0", "_depthwise_conv"),
             keys("bn1", "0.1", "_bn1"),
-        ];
+        ]);
         table.extend(se_keys(&self.se, 1));
         table.push(keys("conv_pw", format!("{project}.0"), "_project_conv"));
         table.push(keys("bn2", format!("{project}.1"), "_bn2"));
@@ -464,11 +535,12 @@ impl BlockLayers for DepthwiseSeparable {
     fn drop_path(&self) -> &DropPath {
         &self.drop_path
     }
-    fn strided_conv(&self) -> &Conv2d {
-        &self.conv_dw
+    fn stride(&self) -> usize {
+        let s2d = self.conv_s2d.as_ref().map_or(1, |c| c.stride[0]);
+        s2d * self.conv_dw.stride[0]
     }
-    fn output_conv(&self) -> &Conv2d {
-        &self.conv_pw
+    fn out_channels(&self) -> usize {
+        self.conv_pw.weight.dims()[0]
     }
 }
 
@@ -483,8 +555,12 @@ pub struct InvertedResidual {
     pub conv_dw: Conv2d,
     /// BN after the depthwise conv.
     pub bn2: Option<BatchNorm>,
+    /// Blur pool after the depthwise conv, which then runs at stride 1 (`blur_pool` nets).
+    pub aa: Option<BlurPool>,
     /// Optional squeeze-excitation.
     pub se: Option<SqueezeExcite>,
+    /// Global-context attention in place of SE (`attention = "gc"`; timm's `se` module).
+    pub gc: Option<GlobalContext>,
     /// 1×1 projection.
     pub conv_pwl: Conv2d,
     /// BN after projection (no activation).
@@ -499,27 +575,28 @@ pub struct InvertedResidual {
 }
 
 impl InvertedResidual {
-    /// The block described by a one-block `spec` (see [`StageConfig::blocks`]).
-    pub fn new(
-        spec: &StageConfig,
-        drop_path: f64,
-        layers: &LayerSettings,
-        device: &Device,
-    ) -> Self {
-        let (cin, cout, mid) = (spec.in_channels, spec.out_channels, spec.mid_channels());
+    /// The block `spec` describes.
+    pub fn new(spec: &BlockSpec, layers: &LayerSettings, device: &Device) -> Self {
+        let (cin, cout, mid) = (spec.in_channels, spec.out_channels, spec.mid_channels);
         // SE first: the order layers draw from the RNG is part of a seeded run.
-        let se = squeeze_excite(spec, mid, layers.act, device);
+        let se = squeeze_excite(spec, mid, layers, device);
+        let gc = (spec.se_channels > 0 && layers.attention == Attention::Gc)
+            .then(|| GlobalContext::new(mid, spec.se_channels, spec.act, device));
+        let blur = layers.blur_pool && spec.stride > 1;
+        let dw_stride = if blur { 1 } else { spec.stride };
         Self {
             conv_pw: layers.conv(cin, mid, 1, 1, 1, device),
             bn1: Some(layers.bn(mid, device)),
-            conv_dw: layers.conv(mid, mid, spec.kernel, spec.stride, mid, device),
+            conv_dw: layers.conv(mid, mid, spec.kernel, dw_stride, spec.groups, device),
             bn2: Some(layers.bn(mid, device)),
+            aa: blur.then(|| BlurPool::new(mid, spec.stride)),
             se,
+            gc,
             conv_pwl: layers.conv(mid, cout, 1, 1, 1, device),
             bn3: Some(layers.bn(cout, device)),
-            drop_path: DropPath::new(drop_path),
-            has_skip: spec.keeps_shape(),
-            act: layers.act,
+            drop_path: DropPath::new(spec.drop_path),
+            has_skip: spec.has_skip,
+            act: spec.act,
         }
     }
 }
@@ -528,7 +605,15 @@ impl BlockLayers for InvertedResidual {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = activate(conv_bn(&self.conv_pw, &self.bn1, x.clone()), self.act);
         let y = activate(conv_bn(&self.conv_dw, &self.bn2, y), self.act);
-        let y = conv_bn(&self.conv_pwl, &self.bn3, apply_se(&self.se, y));
+        let y = match &self.aa {
+            Some(aa) => aa.forward(y),
+            None => y,
+        };
+        let y = match &self.gc {
+            Some(gc) => gc.forward(y),
+            None => apply_se(&self.se, y),
+        };
+        let y = conv_bn(&self.conv_pwl, &self.bn3, y);
         residual(y, x, self.has_skip, &self.drop_path)
     }
     fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
@@ -548,6 +633,9 @@ impl BlockLayers for InvertedResidual {
             keys("bn2", "1.1", "_bn1"),
         ];
         table.extend(se_keys(&self.se, 2));
+        if self.gc.is_some() {
+            table.extend(GlobalContext::key_table());
+        }
         table.push(keys("conv_pwl", format!("{project}.0"), "_project_conv"));
         table.push(keys("bn3", format!("{project}.1"), "_bn2"));
         table
@@ -555,11 +643,12 @@ impl BlockLayers for InvertedResidual {
     fn drop_path(&self) -> &DropPath {
         &self.drop_path
     }
-    fn strided_conv(&self) -> &Conv2d {
-        &self.conv_dw
+    fn stride(&self) -> usize {
+        let aa = self.aa.as_ref().map_or(1, |a| a.stride);
+        aa * self.conv_dw.stride[0]
     }
-    fn output_conv(&self) -> &Conv2d {
-        &self.conv_pwl
+    fn out_channels(&self) -> usize {
+        self.conv_pwl.weight.dims()[0]
     }
 }
 
@@ -576,29 +665,28 @@ pub enum Block {
     DepthwiseSeparable(DepthwiseSeparable),
     /// MBConv, expansion > 1.
     InvertedResidual(InvertedResidual),
+    /// MBConv whose convs mix CondConv experts per sample.
+    CondConvResidual(CondConvResidual),
+    /// Any of the four block types built with GroupNorm, LayerNorm or EvoNorm.
+    NormActBlock(NormActBlock),
 }
 
 impl Block {
-    /// Builds the block type that a one-block `spec` calls for (kind and expansion decide).
-    pub fn new(
-        spec: &StageConfig,
-        drop_path: f64,
-        layers: &LayerSettings,
-        device: &Device,
-    ) -> Self {
-        match (spec.block, spec.expand) {
-            (BlockKind::Fused, 1) => {
-                Block::ConvBnAct(ConvBnAct::new(spec, drop_path, layers, device))
+    /// Builds the block type that `spec` (and the network's norm) calls for.
+    pub fn new(spec: &BlockSpec, layers: &LayerSettings, device: &Device) -> Self {
+        if layers.norm != NormKind::Batch {
+            return Block::NormActBlock(NormActBlock::new(spec, layers, device));
+        }
+        match spec.kind {
+            BlockKind::Cn => Block::ConvBnAct(ConvBnAct::new(spec, layers, device)),
+            BlockKind::Er => Block::EdgeResidual(EdgeResidual::new(spec, layers, device)),
+            BlockKind::Ds => {
+                Block::DepthwiseSeparable(DepthwiseSeparable::new(spec, layers, device))
             }
-            (BlockKind::Fused, _) => {
-                Block::EdgeResidual(EdgeResidual::new(spec, drop_path, layers, device))
+            _ if spec.experts > 0 => {
+                Block::CondConvResidual(CondConvResidual::new(spec, layers, device))
             }
-            (BlockKind::Mbconv, 1) => {
-                Block::DepthwiseSeparable(DepthwiseSeparable::new(spec, drop_path, layers, device))
-            }
-            (BlockKind::Mbconv, _) => {
-                Block::InvertedResidual(InvertedResidual::new(spec, drop_path, layers, device))
-            }
+            _ => Block::InvertedResidual(InvertedResidual::new(spec, layers, device)),
         }
     }
 
@@ -609,6 +697,8 @@ impl Block {
             Block::EdgeResidual(b) => b,
             Block::DepthwiseSeparable(b) => b,
             Block::InvertedResidual(b) => b,
+            Block::CondConvResidual(b) => b,
+            Block::NormActBlock(b) => b,
         }
     }
 
@@ -618,6 +708,8 @@ impl Block {
             Block::EdgeResidual(b) => b,
             Block::DepthwiseSeparable(b) => b,
             Block::InvertedResidual(b) => b,
+            Block::CondConvResidual(b) => b,
+            Block::NormActBlock(b) => b,
         }
     }
 
@@ -638,11 +730,11 @@ impl Block {
 
     /// Spatial stride of the block.
     pub fn stride(&self) -> usize {
-        self.layers().strided_conv().stride[0]
+        self.layers().stride()
     }
 
     /// Output channels of the block.
     pub fn out_channels(&self) -> usize {
-        self.layers().output_conv().weight.dims()[0]
+        self.layers().out_channels()
     }
 }

@@ -5,7 +5,7 @@
 //! state, activations) and compares it with [`memory_budget`]; the CLI (`infer`, `bench`) and the
 //! training config validation call it.
 
-use crate::config::{BlockKind, EfficientNetConfig};
+use crate::config::EfficientNetConfig;
 use crate::error::ModelError;
 
 pub use effnet_data::{MAX_INPUT_SIDE, MAX_RESIZE_SIDE};
@@ -143,13 +143,15 @@ pub fn check_dimensions(cfg: &EfficientNetConfig) -> Result<(), String> {
     }
     // Scaled widths and depths: rounding multiplies by at most MAX_MULTIPLIER.
     let scaled = [cfg.stem_out(), cfg.head_out()];
-    let stages = cfg.resolved_stages();
-    for (i, s) in stages.iter().enumerate() {
-        if s.repeats > MAX_REPEATS || s.out_channels.max(s.in_channels) > MAX_CHANNELS {
+    for (i, s) in cfg.resolved_blocks().iter().enumerate() {
+        let widest = s.iter().map(|b| b.mid_channels.max(b.out_channels)).max();
+        if s.len() > MAX_REPEATS || widest.unwrap_or(0) > 4 * MAX_CHANNELS {
             return Err(format!(
-                "stage {i}: {} blocks of {} channels after scaling, above {MAX_REPEATS} blocks or \
-                 {MAX_CHANNELS} channels",
-                s.repeats, s.out_channels
+                "stage {i}: {} blocks of up to {} channels after scaling, above {MAX_REPEATS} \
+                 blocks or {} channels",
+                s.len(),
+                widest.unwrap_or(0),
+                4 * MAX_CHANNELS
             ));
         }
     }
@@ -161,41 +163,10 @@ pub fn check_dimensions(cfg: &EfficientNetConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// Number of parameters the model will have (convolutions, BatchNorm, SE, classifier), computed
-/// from the config without building it. Assumes [`check_dimensions`] passed.
+/// Number of parameters the model will have (convolutions, norms, attention, classifier),
+/// computed from the config without building it. Assumes [`check_dimensions`] passed.
 pub fn estimate_params(cfg: &EfficientNetConfig) -> u64 {
-    let bn = |c: u64| 2 * c;
-    let stem = cfg.stem_out() as u64;
-    let mut total = 27 * stem + bn(stem);
-    let mut last = stem;
-    for s in cfg.resolved_stages() {
-        for j in 0..s.repeats {
-            let cin = if j == 0 {
-                s.in_channels
-            } else {
-                s.out_channels
-            } as u64;
-            let cout = s.out_channels as u64;
-            let hid = cin * s.expand as u64;
-            let k2 = (s.kernel * s.kernel) as u64;
-            let se = if s.se_ratio > 0.0 {
-                let sq = ((cin as f64 * s.se_ratio) as u64).max(1);
-                2 * hid * sq + hid + sq
-            } else {
-                0
-            };
-            total += match (s.block, s.expand) {
-                (BlockKind::Fused, 1) => cin * cout * k2 + bn(cout),
-                (BlockKind::Fused, _) => cin * hid * k2 + bn(hid) + hid * cout + bn(cout),
-                (BlockKind::Mbconv, _) => {
-                    cin * hid + bn(hid) + hid * k2 + bn(hid) + hid * cout + bn(cout)
-                }
-            } + se;
-            last = cout;
-        }
-    }
-    let head = cfg.head_out() as u64;
-    total + last * head + bn(head) + head * cfg.num_classes as u64 + cfg.num_classes as u64
+    cfg.num_params() as u64
 }
 
 /// Bytes of activations for `batch` images of `size × size`: the largest block's live tensors for
@@ -210,25 +181,20 @@ pub fn estimate_activation_bytes(
     let stem = side * side * cfg.stem_out() as u64;
     let mut peak = 3 * (size as u64).pow(2) + stem;
     let mut sum = stem * 3;
-    for s in cfg.resolved_stages() {
-        for j in 0..s.repeats {
-            let cin = if j == 0 {
-                s.in_channels
-            } else {
-                s.out_channels
-            } as u64;
-            let in_plane = side * side;
-            if j == 0 {
-                side = side.div_ceil(s.stride as u64);
-            }
-            let plane = side * side;
-            let hid = cin * s.expand as u64;
-            let block = in_plane * (cin + hid) + plane * (hid + s.out_channels as u64);
-            peak = peak.max(block);
-            // Conv output, BatchNorm output and activation output are each kept for backward.
-            sum +=
-                in_plane * cin + 3 * (in_plane + plane) * hid + 2 * plane * s.out_channels as u64;
-        }
+    for b in cfg.resolved_blocks().iter().flatten() {
+        let (cin, hid, cout) = (
+            b.in_channels as u64,
+            b.mid_channels as u64,
+            b.out_channels as u64,
+        );
+        let in_plane = side * side;
+        let stride = if b.space_to_depth { 2 } else { b.stride as u64 };
+        side = side.div_ceil(stride);
+        let plane = side * side;
+        let block = in_plane * (cin + hid) + plane * (hid + cout);
+        peak = peak.max(block);
+        // Conv output, BatchNorm output and activation output are each kept for backward.
+        sum += in_plane * cin + 3 * (in_plane + plane) * hid + 2 * plane * cout;
     }
     let elements = match workload {
         Workload::Inference => peak,

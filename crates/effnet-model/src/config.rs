@@ -5,14 +5,23 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::ModelError;
 
-/// Which block a stage is built from.
+/// Which block a stage is built from: timm's four block types (`cn`, `er`, `ds`, `ir`, as in its
+/// architecture strings), or torchvision's two names, which pick one by the expansion ratio.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum BlockKind {
-    /// Fused-MBConv: a full k×k conv replaces expand + depthwise (EfficientNetV2's early stages).
+    /// Fused-MBConv (torchvision): `cn` at expansion 1 (with a residual), else `er`.
     Fused,
-    /// MBConv: 1×1 expand, k×k depthwise, optional squeeze-excitation, 1×1 project.
+    /// MBConv (torchvision): `ds` at expansion 1, else `ir`.
     Mbconv,
+    /// timm `ConvBnAct`: k×k conv → norm → act (residual only with `skip = true`).
+    Cn,
+    /// timm `EdgeResidual` (Fused-MBConv): k×k expand conv → norm → act → [SE] → 1×1 project.
+    Er,
+    /// timm `DepthwiseSeparableConv`: k×k depthwise → norm → act → [SE] → 1×1 project.
+    Ds,
+    /// timm `InvertedResidual` (MBConv): 1×1 expand → k×k depthwise → [SE] → 1×1 project.
+    Ir,
 }
 
 /// The non-linearity used throughout the network.
@@ -37,6 +46,43 @@ pub enum PaddingMode {
     Symmetric,
     /// TensorFlow "SAME": the extra pixel goes bottom/right at stride 2; needed by TF-ported weights.
     Same,
+}
+
+/// How stage depths are scaled by the depth multiplier.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DepthTrunc {
+    /// `ceil(repeats · depth_mult)` (EfficientNet).
+    #[default]
+    Ceil,
+    /// `max(1, round(repeats · depth_mult))`, halves to even (TinyNet).
+    Round,
+}
+
+/// The normalisation layer after every conv.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NormKind {
+    /// BatchNorm (foldable into the conv for inference).
+    #[default]
+    Batch,
+    /// GroupNorm with `norm_group_size` channels per group (timm `GroupNormAct`).
+    Group,
+    /// LayerNorm over the channels of each pixel (timm `LayerNormAct2d`).
+    Layer,
+    /// EvoNorm-S0 with `norm_group_size` channels per group; it is its own activation.
+    EvonormS0,
+}
+
+/// The channel attention inside blocks with `se_ratio > 0`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Attention {
+    /// Squeeze-and-excitation.
+    #[default]
+    Se,
+    /// Global-context attention (GCNet; timm `GlobalContext`).
+    Gc,
 }
 
 /// How width multipliers are rounded to channel counts.
@@ -71,6 +117,34 @@ pub struct StageConfig {
     /// Squeeze-excitation ratio relative to the block *input* channels (0 = no SE).
     #[serde(default)]
     pub se_ratio: f64,
+    /// Residual override: `false` never adds one (timm `noskip`), `true` lets a `cn` block add
+    /// one (timm `skip`); unset, `er`/`ds`/`ir` add one wherever the shape allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<bool>,
+    /// Expand an `er` block from this many (width-scaled) channels instead of its input (timm
+    /// `fc`, the EdgeTPU nets' first block). 0 = the input width.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub force_in_channels: usize,
+    /// Activation of this stage's blocks, when it differs from the network's (timm `n`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<Activation>,
+    /// The first block starts with a 2×2 space-to-depth conv (timm `d1`, EfficientNet-X).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub space_to_depth: bool,
+    /// CondConv experts of an `ir` block's convs (timm `cc`); 0 = plain convs.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub experts: usize,
+    /// Depth multiplier of this stage, when it differs from the network's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth_mult: Option<f64>,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+
+fn is_false(v: &bool) -> bool {
+    !*v
 }
 
 /// A whole network: stem, stages, head and the regularisation defaults.
@@ -124,6 +198,47 @@ pub struct EfficientNetConfig {
     /// Default input resolution for evaluation.
     #[serde(default = "default_size")]
     pub eval_size: usize,
+    /// Channel counts are rounded to multiples of this.
+    #[serde(default = "default_divisor")]
+    pub channel_divisor: usize,
+    /// How stage depths are scaled.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub depth_trunc: DepthTrunc,
+    /// Keep the stem width unscaled (TinyNet; `fix_stem_head` implies it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fix_stem: bool,
+    /// Keep the head width unscaled (TinyNet; `fix_stem_head` implies it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub fix_head: bool,
+    /// Normalisation layer; its epsilon is `bn_eps`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub norm: NormKind,
+    /// Channels per group of GroupNorm / EvoNorm.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub norm_group_size: usize,
+    /// Channels per group of the depthwise (`ds`/`ir`), expand (`er`) and `cn` convs; 0 keeps
+    /// timm's defaults (depthwise, dense, dense).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub group_size: usize,
+    /// Anti-aliased downsampling: strided depthwise convs run at stride 1 followed by a 3×3
+    /// binomial blur at stride 2 (timm `aa_layer='blurpc'`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blur_pool: bool,
+    /// Channel attention of the blocks with `se_ratio > 0`.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub attention: Attention,
+    /// Explicit `[mid, se, out]` widths of every block, in order (timm's pruned nets); empty =
+    /// computed from the stage table.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub block_widths: Vec<[usize; 3]>,
+}
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+fn default_divisor() -> usize {
+    8
 }
 
 fn default_bn_eps() -> f64 {
@@ -151,21 +266,6 @@ impl StageConfig {
     /// Hidden width of the expanded block.
     pub fn mid_channels(&self) -> usize {
         self.in_channels * self.expand
-    }
-
-    /// One spec per block (`repeats == 1`): the first strides and changes width, the rest keep
-    /// the output width at stride 1.
-    pub fn blocks(&self) -> impl Iterator<Item = StageConfig> + '_ {
-        (0..self.repeats).map(move |j| StageConfig {
-            repeats: 1,
-            stride: if j == 0 { self.stride } else { 1 },
-            in_channels: if j == 0 {
-                self.in_channels
-            } else {
-                self.out_channels
-            },
-            ..self.clone()
-        })
     }
 }
 
@@ -238,6 +338,7 @@ impl EfficientNetConfig {
             }
         }
         crate::budget::check_dimensions(self).or_else(bad)?;
+        self.check_layers().or_else(bad)?;
         let param_bytes = crate::budget::estimate_params(self).saturating_mul(4);
         let budget = crate::budget::memory_budget();
         if param_bytes > budget {
@@ -254,12 +355,12 @@ impl EfficientNetConfig {
 
     /// Rounds a channel count by the width multiplier and this config's rule.
     pub fn round_channels(&self, channels: usize) -> usize {
-        round_channels(channels, self.width_mult, self.rounding)
+        self.scale_channels(channels)
     }
 
     /// Stem output channels after scaling.
     pub fn stem_out(&self) -> usize {
-        if self.fix_stem_head {
+        if self.fix_stem_head || self.fix_stem {
             self.stem_channels
         } else {
             self.round_channels(self.stem_channels)
@@ -268,57 +369,44 @@ impl EfficientNetConfig {
 
     /// Head output channels after scaling.
     pub fn head_out(&self) -> usize {
-        if self.fix_stem_head {
+        if self.fix_stem_head || self.fix_head {
             self.head_channels
         } else {
             self.round_channels(self.head_channels)
         }
     }
 
-    /// The stage table after width and depth scaling: the exact shapes that get built.
-    pub fn resolved_stages(&self) -> Vec<StageConfig> {
-        let last = self.stages.len() - 1;
-        let mut in_channels = self.stem_out();
-        self.stages
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let fixed = self.fix_stem_head && (i == 0 || i == last);
-                let repeats = if fixed {
-                    s.repeats
-                } else {
-                    (s.repeats as f64 * self.depth_mult).ceil() as usize
-                };
-                let out_channels = self.round_channels(s.out_channels);
-                let stage_in = std::mem::replace(&mut in_channels, out_channels);
-                StageConfig {
-                    repeats,
-                    in_channels: stage_in,
-                    out_channels,
-                    ..s.clone()
-                }
-            })
-            .collect()
-    }
-
     /// Total number of blocks (drives the stochastic-depth ramp).
     pub fn block_count(&self) -> usize {
-        self.resolved_stages().iter().map(|s| s.repeats).sum()
+        self.resolved_blocks().iter().map(Vec::len).sum()
     }
 
     /// Output channels of `forward_features` (the head width).
     pub fn num_features(&self) -> usize {
         self.head_out()
     }
+
+    /// Whether `other` builds the same network (same layers, shapes and numerics), whatever
+    /// its name, class count, regularisation and default sizes: what weights care about.
+    pub fn same_architecture(&self, other: &Self) -> bool {
+        let strip = |c: &Self| {
+            let mut c = c.clone();
+            c.name = String::new();
+            c.num_classes = 0;
+            (c.dropout, c.drop_path, c.bn_momentum) = (0.0, 0.0, 0.0);
+            (c.train_size, c.eval_size) = (0, 0);
+            c
+        };
+        let (a, b) = (strip(self), strip(other));
+        a.resolved_blocks() == b.resolved_blocks()
+            && (a.stem_out(), a.head_out()) == (b.stem_out(), b.head_out())
+            && (a.activation, a.bn_eps, a.padding, a.norm, a.norm_group_size)
+                == (b.activation, b.bn_eps, b.padding, b.norm, b.norm_group_size)
+            && (a.blur_pool, a.attention) == (b.blur_pool, b.attention)
+    }
 }
 
-/// Channel rounding shared by both rules, to a multiple of 8 with a floor of 8.
+/// Channel rounding of either rule, to a multiple of 8 with a floor of 8.
 pub fn round_channels(channels: usize, width_mult: f64, rounding: Rounding) -> usize {
-    const DIVISOR: usize = 8;
-    let scaled = channels as f64 * width_mult;
-    let mut new = ((scaled + DIVISOR as f64 / 2.0) as usize / DIVISOR * DIVISOR).max(DIVISOR);
-    if rounding == Rounding::V1 && (new as f64) < 0.9 * scaled {
-        new += DIVISOR;
-    }
-    new
+    crate::arch::make_divisible(channels as f64 * width_mult, 8, rounding.round_limit())
 }

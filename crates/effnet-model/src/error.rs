@@ -11,12 +11,12 @@ pub enum ModelError {
     /// A run would exceed a size bound or the memory budget (see [`crate::budget`]).
     #[error("{0}")]
     TooLarge(String),
-    /// No preset has this name.
-    #[error("unknown model '{name}' (known: {known})")]
+    /// No preset has this name (or the architecture has no such pretrained tag).
+    #[error("unknown model '{name}' ({known})")]
     UnknownPreset {
         /// The requested name.
         name: String,
-        /// Comma-separated list of presets.
+        /// What is known instead: the closest names, or the architecture's tags.
         known: String,
     },
     /// A weights file could not be read or parsed.
@@ -45,6 +45,19 @@ pub enum ModelError {
         /// Why.
         reason: String,
     },
+    /// A weights tensor holds a NaN or an infinity.
+    #[error("{}: tensor '{tensor}' is not finite: {what}", path.display())]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor's name in the file.
+        tensor: String,
+        /// What was found where.
+        what: String,
+    },
+    /// A forward pass produced NaN or infinite outputs (weights or inputs out of range).
+    #[error("{0}")]
+    NonFiniteOutput(String),
     /// A preprocessing setting is impossible (a zero size, a crop fraction above 1, ...).
     #[error("invalid preprocessing: {0}")]
     Preprocess(String),

@@ -1,8 +1,9 @@
 //! # effnet-model
 //!
-//! The EfficientNet family (V1-B0, Lite0, V2-S/M/L/XL, V2-B0..B3) as burn modules built from
-//! data ([`EfficientNetConfig`], TOML), numerically identical to torchvision and timm, with
-//! weight import from their PyTorch checkpoints and effnet's own `.bpk` files.
+//! The EfficientNet family (every architecture timm lists as `*efficientnet*` or `tinynet*`,
+//! torchvision's EfficientNetV2) as burn modules built from data ([`EfficientNetConfig`], TOML),
+//! numerically identical to timm and torchvision, with weight import from their PyTorch
+//! checkpoints and effnet's own `.bpk` files.
 //!
 //! ```no_run
 //! use burn::prelude::*;
@@ -16,30 +17,43 @@
 
 #![warn(missing_docs)]
 
+pub mod arch;
 pub mod blocks;
 pub mod budget;
 pub mod config;
 pub mod device;
 pub mod error;
+pub mod fixtures;
 pub mod model;
+pub mod native;
 pub mod precision;
 pub mod preprocess;
 pub mod presets;
 pub mod weights;
 
+pub use arch::BlockSpec;
 pub use blocks::{
-    Block, BlockLayers, ConvBnAct, DepthwiseSeparable, DropPath, EdgeResidual, InvertedResidual,
-    LayerKeys, SqueezeExcite,
+    Block, BlockLayers, BlurPool, CondConv2d, CondConvResidual, ConvBnAct, DepthwiseSeparable,
+    DropPath, EdgeResidual, GlobalContext, InvertedResidual, LayerKeys, NormAct, NormActBlock,
+    SqueezeExcite,
 };
 pub use budget::{Workload, check_fits, check_training_input, memory_budget};
-pub use config::{Activation, BlockKind, EfficientNetConfig, PaddingMode, Rounding, StageConfig};
+pub use config::{
+    Activation, Attention, BlockKind, DepthTrunc, EfficientNetConfig, NormKind, PaddingMode,
+    Rounding, StageConfig,
+};
 pub use device::{available_devices, parse_device};
 pub use error::ModelError;
 pub use model::{EfficientNet, FeatureInfo};
 pub use precision::ComputePrecision;
 pub use preprocess::PreprocessOverrides;
-pub use presets::{PRESETS, canonical_name, preset_names};
+pub use presets::{
+    EFFNET_ARCHITECTURES, ModelName, PRESETS, PretrainedTag, TIMM_ARCHITECTURES,
+    TORCHVISION_ARCHITECTURES, closest_names, default_tag, preset_names, pretrained_tags,
+    resolve_name, wildcard_match,
+};
 pub use weights::{
-    Imported, Interpolation, KeyLayout, Precision, Preprocess, Pretrained, import_pytorch,
-    load_native, load_native_bytes, save_native, save_native_as, save_native_labeled,
+    Imported, Interpolation, KeyLayout, Precision, Preprocess, Pretrained, check_finite,
+    check_model_finite, import_pytorch, import_state_dict, load_native, load_native_bytes,
+    save_native, save_native_as, save_native_labeled, timm_state_dict_shapes,
 };

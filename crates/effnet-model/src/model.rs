@@ -6,8 +6,8 @@ use burn::nn::{BatchNorm, Dropout, DropoutConfig, Initializer, Linear, LinearCon
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use crate::blocks::{Block, LayerSettings, activate, conv_bn, fold_bn};
-use crate::config::{Activation, EfficientNetConfig, StageConfig};
+use crate::blocks::{Block, LayerSettings, NormAct, activate, conv_bn, fold_bn};
+use crate::config::{Activation, EfficientNetConfig, NormKind};
 use crate::error::ModelError;
 use crate::precision::{self, ComputePrecision};
 
@@ -32,12 +32,16 @@ pub struct EfficientNet {
     pub conv_stem: Conv2d,
     /// Stem BatchNorm.
     pub bn1: Option<BatchNorm>,
+    /// Stem norm of a GroupNorm / LayerNorm / EvoNorm network (then `bn1` is absent).
+    pub norm1: Option<NormAct>,
     /// Stages, each a list of blocks.
     pub blocks: Vec<Vec<Block>>,
     /// 1×1 head conv.
     pub conv_head: Conv2d,
     /// Head BatchNorm.
     pub bn2: Option<BatchNorm>,
+    /// Head norm of a GroupNorm / LayerNorm / EvoNorm network (then `bn2` is absent).
+    pub norm2: Option<NormAct>,
     /// Dropout before the classifier.
     pub dropout: Dropout,
     /// Final linear layer.
@@ -55,28 +59,36 @@ impl EfficientNetConfig {
             bn_eps: self.bn_eps,
             bn_momentum: self.bn_momentum,
             act: self.activation,
+            norm: self.norm,
+            norm_group_size: self.norm_group_size,
+            attention: self.attention,
+            blur_pool: self.blur_pool,
         };
         let stem = self.stem_out();
-        let stages = self.resolved_stages();
-        let total: usize = stages.iter().map(|s| s.repeats).sum();
-        let mut idx = 0usize;
-        let mut block = |spec: StageConfig| {
-            let drop_path = self.drop_path * idx as f64 / total as f64;
-            idx += 1;
-            Block::new(&spec, drop_path, &layers, device)
-        };
-        let blocks: Vec<Vec<Block>> = stages
-            .iter()
-            .map(|s| s.blocks().map(&mut block).collect())
+        let specs = self.resolved_blocks();
+        let blocks: Vec<Vec<Block>> = (specs.iter())
+            .map(|stage| {
+                stage
+                    .iter()
+                    .map(|b| Block::new(b, &layers, device))
+                    .collect()
+            })
             .collect();
-        let last = stages.last().map(|s| s.out_channels).unwrap_or(stem);
+        let last = (specs.iter().flatten().last()).map_or(stem, |b| b.out_channels);
         let head = self.head_out();
+        let batch = self.norm == NormKind::Batch;
+        let norm = |c: usize| {
+            let (k, g, eps) = (self.norm, self.norm_group_size, self.bn_eps);
+            (!batch).then(|| NormAct::new(k, c, g, eps, Some(self.activation), device))
+        };
         EfficientNet {
             conv_stem: layers.conv(3, stem, 3, 2, 1, device),
-            bn1: Some(layers.bn(stem, device)),
+            bn1: batch.then(|| layers.bn(stem, device)),
+            norm1: norm(stem),
             blocks,
             conv_head: layers.conv(last, head, 1, 1, 1, device),
-            bn2: Some(layers.bn(head, device)),
+            bn2: batch.then(|| layers.bn(head, device)),
+            norm2: norm(head),
             dropout: DropoutConfig::new(self.dropout).init(),
             classifier: new_classifier(head, self.num_classes, device),
             act: self.activation,
@@ -149,10 +161,16 @@ impl EfficientNet {
     /// Everything up to and including the head conv + BN + activation: `[B, F, H/32, W/32]`.
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.forward_stages(self.forward_stem(x), 0..self.blocks.len());
+        if let Some(norm) = &self.norm2 {
+            return norm.forward(precision::conv(&self.conv_head, x));
+        }
         activate(conv_bn(&self.conv_head, &self.bn2, x), self.act)
     }
 
     fn forward_stem(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some(norm) = &self.norm1 {
+            return norm.forward(precision::conv(&self.conv_stem, x));
+        }
         activate(conv_bn(&self.conv_stem, &self.bn1, x), self.act)
     }
 
@@ -263,9 +281,10 @@ impl EfficientNet {
         self
     }
 
-    /// Whether [`fold_batchnorm`](Self::fold_batchnorm) has been applied.
+    /// Whether [`fold_batchnorm`](Self::fold_batchnorm) has been applied (or there is no
+    /// BatchNorm to fold) and no block keeps one: the model is ready for inference engines.
     pub fn is_folded(&self) -> bool {
-        self.bn1.is_none()
+        self.batch_norms().next().is_none()
     }
 
     /// Sets the dropout rate (progressive learning changes it between stages).

@@ -57,9 +57,12 @@ pub fn key_map(model: &EfficientNet, layout: KeyLayout) -> HashMap<String, Strin
     let n_stages = model.blocks.len();
     match layout {
         KeyLayout::Timm => {
-            for top in ["conv_stem", "bn1", "conv_head", "bn2", "classifier"] {
+            for top in ["conv_stem", "conv_head", "classifier"] {
                 add(top.into(), top);
             }
+            let norms = model.norm1.is_some();
+            add("bn1".into(), if norms { "norm1" } else { "bn1" });
+            add("bn2".into(), if norms { "norm2" } else { "bn2" });
         }
         KeyLayout::Torchvision => {
             add("features.0.0".into(), "conv_stem");
@@ -86,7 +89,11 @@ pub fn key_map(model: &EfficientNet, layout: KeyLayout) -> HashMap<String, Strin
             let ours = format!("blocks.{s}.{j}");
             for keys in block.layers().key_table() {
                 let from = match layout {
-                    KeyLayout::Timm => format!("{ours}.{}", keys.ours),
+                    KeyLayout::Timm => format!("{ours}.{}", keys.timm),
+                    // Layers only timm checkpoints have: no name in the other layouts.
+                    KeyLayout::Torchvision | KeyLayout::Lukemelas if keys.lukemelas.is_empty() => {
+                        continue;
+                    }
                     KeyLayout::Torchvision => {
                         format!("features.{}.{j}.block.{}", s + 1, keys.torchvision)
                     }
@@ -177,7 +184,20 @@ pub fn import_pytorch(
     config: &EfficientNetConfig,
     device: &Device,
 ) -> Result<Imported, ModelError> {
-    let tensors = read_tensors(path)?;
+    import_state_dict(path, read_tensors(path)?, config, device)
+}
+
+/// [`import_pytorch`] of a state dict already in memory; `path` names its origin in errors.
+/// Every float tensor is checked first: one with a NaN or an infinity is refused by name.
+pub fn import_state_dict(
+    path: &Path,
+    tensors: BTreeMap<String, burn_pack::Tensor>,
+    config: &EfficientNetConfig,
+    device: &Device,
+) -> Result<Imported, ModelError> {
+    for tensor in tensors.values() {
+        check_finite(path, tensor)?;
+    }
     let layout = KeyLayout::detect(tensors.keys().map(|k| strip_wrapper(k))).ok_or_else(|| {
         ModelError::Read {
             path: path.to_path_buf(),
@@ -273,6 +293,71 @@ fn check_result(
         model: model.to_string(),
         details: parts.join("; "),
     })
+}
+
+/// Refuses a tensor holding a NaN or an infinity (a flipped bit in a download does it), naming
+/// the file and the tensor; integer tensors pass.
+pub fn check_finite(path: &Path, tensor: &burn_pack::Tensor) -> Result<(), ModelError> {
+    let bad = |what: &str| ModelError::NonFinite {
+        path: path.to_path_buf(),
+        tensor: tensor.name.clone(),
+        what: what.to_string(),
+    };
+    let width = match tensor.dtype {
+        DType::F64 => 8,
+        DType::F32 | DType::Flex32 => 4,
+        DType::F16 | DType::BF16 => 2,
+        _ => return Ok(()),
+    };
+    let bytes = tensor
+        .to_bytes()
+        .map_err(|e| bad(&format!("unreadable ({e})")))?;
+    let finite = |c: &[u8]| match (tensor.dtype, c) {
+        (DType::F64, c) => f64::from_le_bytes(c.try_into().unwrap_or([0; 8])).is_finite(),
+        (DType::F16, [lo, hi]) => u16::from_le_bytes([*lo, *hi]) & 0x7C00 != 0x7C00,
+        (DType::BF16, [lo, hi]) => u16::from_le_bytes([*lo, *hi]) & 0x7F80 != 0x7F80,
+        (_, c) => f32::from_le_bytes(c.try_into().unwrap_or([0; 4])).is_finite(),
+    };
+    match bytes.chunks_exact(width).position(|c| !finite(c)) {
+        None => Ok(()),
+        Some(i) => Err(bad(&format!("element {i} is NaN or infinite"))),
+    }
+}
+
+/// Checks every parameter and buffer of a loaded model with [`check_finite`].
+pub fn check_model_finite(path: &Path, model: &EfficientNet) -> Result<(), ModelError> {
+    model
+        .collect(None, None, true)
+        .iter()
+        .try_for_each(|t| check_finite(path, t))
+}
+
+/// The keys and shapes timm's `state_dict()` of this network holds (without
+/// `num_batches_tracked`): effnet's layers under timm's names, in effnet's layer order.
+pub fn timm_state_dict_shapes(model: &EfficientNet) -> Vec<(String, Vec<usize>)> {
+    let to_timm: HashMap<String, String> = key_map(model, KeyLayout::Timm)
+        .into_iter()
+        .map(|(timm, ours)| (ours, timm))
+        .collect();
+    model
+        .collect(None, None, true)
+        .into_iter()
+        .filter_map(|t| {
+            let (prefix, leaf) = t.name.rsplit_once('.')?;
+            let mut shape = t.shape.to_vec();
+            let timm_prefix = to_timm.get(prefix)?;
+            let linear = prefix == "classifier" || prefix.ends_with("routing_fn");
+            if linear && leaf == "weight" {
+                shape.reverse();
+            }
+            let leaf = match leaf {
+                "gamma" => "weight",
+                "beta" => "bias",
+                other => other,
+            };
+            Some((format!("{timm_prefix}.{leaf}"), shape))
+        })
+        .collect()
 }
 
 /// Metadata keys of effnet's native files.
@@ -406,6 +491,24 @@ pub fn tmp_path(path: &Path) -> PathBuf {
     effnet_data::fsutil::tmp_path(path)
 }
 
+/// Files written before preset names meant timm's architectures carry a preset name whose
+/// preset is now another architecture (`efficientnet_lite0` for the TF-padded Lite0,
+/// `efficientnetv2_s` for torchvision's V2-S): they get the name of the preset they match.
+fn rename_legacy(config: &mut EfficientNetConfig) {
+    let Ok(named) = EfficientNetConfig::preset(&config.name) else {
+        return;
+    };
+    if named.name != config.name || named.same_architecture(config) {
+        return;
+    }
+    let same = crate::presets::PRESETS.iter().find(|(name, _)| {
+        EfficientNetConfig::preset(name).is_ok_and(|p| p.same_architecture(config))
+    });
+    if let Some((name, _)) = same {
+        config.name = name.to_string();
+    }
+}
+
 /// Loads a native `.bpk` written by [`save_native`] onto `device`.
 pub fn load_native(path: &Path, device: &Device) -> Result<Pretrained, ModelError> {
     let bytes = std::fs::read(path).map_err(|e| ModelError::Read {
@@ -439,9 +542,10 @@ pub fn load_native_bytes(
             ))
         })
     };
-    let config: EfficientNetConfig = serde_json::from_str(get(META_CONFIG)?)
+    let mut config: EfficientNetConfig = serde_json::from_str(get(META_CONFIG)?)
         .map_err(|e| read_err(format!("bad model metadata ({e})")))?;
     config.validate().map_err(|e| read_err(e.to_string()))?;
+    rename_legacy(&mut config);
     let preprocess: Preprocess = serde_json::from_str(get(META_PREPROCESS)?)
         .map_err(|e| read_err(format!("bad preprocess metadata ({e})")))?;
     preprocess
@@ -463,6 +567,7 @@ pub fn load_native_bytes(
         .load_from(&mut store)
         .map_err(|e| read_err(e.to_string()))?;
     check_result(origin, &config.name, &result, Vec::new())?;
+    check_model_finite(origin, &model)?;
     Ok(Pretrained {
         model,
         config,
@@ -472,15 +577,23 @@ pub fn load_native_bytes(
     })
 }
 
-/// Default preprocessing for a freshly imported model: TF-padded (ported) weights get the
-/// 0.5/0.5 normalisation timm uses for them, others ImageNet statistics.
+/// Default preprocessing for a freshly imported model: that of timm's default pretrained tag
+/// when the config names a timm architecture that has weights; else TF-padded (ported) weights
+/// get the 0.5/0.5 normalisation timm uses for them, others ImageNet statistics, and
+/// EfficientNetV2-style nets (Fused-MBConv stages) the full image at eval size.
 pub fn default_preprocess(config: &EfficientNetConfig) -> Preprocess {
+    if let Some(tag) = crate::presets::default_tag(&config.name) {
+        return tag.preprocess();
+    }
     let mut p = Preprocess::imagenet(config.eval_size, 0.875, Interpolation::Bicubic);
     if config.padding == PaddingMode::Same {
         p.mean = [0.5; 3];
         p.std = [0.5; 3];
     }
-    if config.stages.iter().any(|s| s.block == BlockKind::Fused) {
+    let fused = |s: &crate::config::StageConfig| {
+        matches!(s.block, BlockKind::Fused | BlockKind::Cn | BlockKind::Er)
+    };
+    if config.stages.iter().any(fused) {
         // EfficientNetV2 evaluates on the full image at eval size (timm crop_pct 1.0).
         p.resize = config.eval_size;
     }

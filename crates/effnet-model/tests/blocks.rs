@@ -31,6 +31,8 @@ fn key_tables_cover_exactly_the_tensors_of_every_block_type() {
                 .collect();
             let named: BTreeSet<String> = ours.iter().map(|s| s.to_string()).collect();
             assert_eq!(held, named, "{preset}: key table vs tensors");
+            let timm: BTreeSet<&str> = table.iter().map(|k| k.timm).collect();
+            assert_eq!(timm.len(), table.len(), "{preset}: timm names unique");
             let tv: BTreeSet<&str> = table.iter().map(|k| k.torchvision.as_str()).collect();
             let luke: BTreeSet<&str> = table.iter().map(|k| k.lukemelas).collect();
             assert_eq!(tv.len(), table.len(), "{preset}: torchvision names unique");
@@ -57,22 +59,32 @@ fn batch_norm_lists_match_the_tensors_and_fold_removes_them() {
 }
 
 #[test]
-fn stage_specs_expand_into_blocks_that_stride_once() {
-    let cfg = EfficientNetConfig::preset("efficientnetv2_s").unwrap();
-    let model = cfg.init(&Device::flex());
-    for (stage, built) in cfg.resolved_stages().iter().zip(&model.blocks) {
-        let specs: Vec<_> = stage.blocks().collect();
-        assert_eq!(specs.len(), built.len());
-        for (j, (spec, block)) in specs.iter().zip(built).enumerate() {
-            assert_eq!(spec.repeats, 1);
-            assert_eq!(block.stride(), if j == 0 { stage.stride } else { 1 });
-            assert_eq!(block.out_channels(), stage.out_channels);
-            let cin = if j == 0 {
-                stage.in_channels
-            } else {
-                stage.out_channels
-            };
-            assert_eq!(spec.in_channels, cin);
+fn resolved_blocks_are_what_gets_built() {
+    for preset in [
+        "efficientnetv2_s",
+        "efficientnet_x_b3",
+        "efficientnet_blur_b0",
+        "tinynet_e",
+    ] {
+        let cfg = EfficientNetConfig::preset(preset).unwrap();
+        let model = cfg.init(&Device::flex());
+        let specs = cfg.resolved_blocks();
+        assert_eq!(specs.len(), model.blocks.len(), "{preset}");
+        for (stage, built) in specs.iter().zip(&model.blocks) {
+            assert_eq!(stage.len(), built.len(), "{preset}");
+            for (j, (spec, block)) in stage.iter().zip(built).enumerate() {
+                let stride = if spec.space_to_depth { 2 } else { spec.stride };
+                assert_eq!(block.stride(), stride, "{preset} block {j}");
+                assert_eq!(
+                    block.out_channels(),
+                    spec.out_channels,
+                    "{preset} block {j}"
+                );
+                assert!(
+                    j == 0 || spec.stride == 1,
+                    "{preset}: only the first block strides"
+                );
+            }
         }
     }
 }

@@ -98,7 +98,9 @@ fn timm_tf_layout_v2_with_same_padding_matches_timm() {
 fn real_lite0_weights_match_reference_logits() {
     let device = Device::flex();
     let pre = load_native(&data("weights/efficientnet_lite0.bpk"), &device).unwrap();
-    assert_eq!(pre.config.name, "efficientnet_lite0");
+    // Written as `efficientnet_lite0` before timm's names meant timm's architectures: the file's
+    // TF-padded Lite0 is timm's `tf_efficientnet_lite0`.
+    assert_eq!(pre.config.name, "tf_efficientnet_lite0");
     let io = data("tests/data/parity/lite0_io.safetensors");
     let folded = pre.model.clone().fold_batchnorm();
     // Splitting a batch across threads gives the same logits.
@@ -142,4 +144,41 @@ fn mismatched_weights_are_named_errors() {
         .err()
         .unwrap();
     assert!(err.to_string().contains("tv_v2_tiny.toml"), "{err}");
+}
+
+/// A copy of `src` with the first element of tensor `name` replaced by `value`, at `dst`.
+fn mutate_safetensors(src: &Path, dst: &Path, name: &str, value: f32) {
+    let mut bytes = std::fs::read(src).unwrap();
+    let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let start = header[name]["data_offsets"][0].as_u64().unwrap() as usize + 8 + header_len;
+    bytes[start..start + 4].copy_from_slice(&value.to_le_bytes());
+    std::fs::write(dst, bytes).unwrap();
+}
+
+#[test]
+fn weights_with_nan_or_inf_are_refused_by_tensor() {
+    let device = Device::flex();
+    let cfg_text = std::fs::read_to_string(data("tests/data/parity/timm_tf_v2_tiny.toml")).unwrap();
+    let cfg = EfficientNetConfig::from_toml(&cfg_text).unwrap();
+    let src = data("tests/data/parity/timm_tf_v2_tiny.safetensors");
+    for (tensor, value) in [
+        ("blocks.1.0.conv_exp.weight", f32::NAN),
+        ("bn2.running_var", f32::INFINITY),
+    ] {
+        let dst = std::env::temp_dir().join(format!(
+            "effnet-nonfinite-{}-{}.safetensors",
+            std::process::id(),
+            tensor.replace('.', "_")
+        ));
+        mutate_safetensors(&src, &dst, tensor, value);
+        let err = import_pytorch(&dst, &cfg, &device).err().expect("refused");
+        std::fs::remove_file(&dst).ok();
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&dst.display().to_string()) && msg.contains(tensor),
+            "{msg}"
+        );
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+    }
 }

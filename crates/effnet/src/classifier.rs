@@ -52,6 +52,30 @@ pub fn bundled_pretrained(device: &Device) -> Result<Pretrained, ModelError> {
     }
 }
 
+/// An error when any logit is NaN or infinite, saying how many of the `batch` images it hit.
+fn check_logits(logits: &[f32], batch: usize) -> Result<(), ModelError> {
+    let per = (logits.len() / batch.max(1)).max(1);
+    let bad = logits
+        .chunks(per)
+        .filter(|row| row.iter().any(|v| !v.is_finite()))
+        .count();
+    if bad == 0 {
+        return Ok(());
+    }
+    Err(ModelError::NonFiniteOutput(format!(
+        "the model produced NaN or infinite logits for {bad} of {batch} images \
+         (weights or inputs out of range); no prediction printed"
+    )))
+}
+
+/// Softmax of one row of finite logits, computed in f64.
+fn softmax_row(row: &[f32]) -> Vec<f32> {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+    let sum: f64 = exps.iter().sum();
+    exps.iter().map(|e| (e / sum) as f32).collect()
+}
+
 /// One ranked class.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Prediction {
@@ -133,7 +157,7 @@ impl Classifier {
         let model = model.fold_batchnorm();
         // The native CPU executor when it supports the model; burn otherwise.
         let native = (*device == Device::flex())
-            .then(|| effnet_cpu::Executor::from_model(&model, &config).ok())
+            .then(|| effnet_model::native::executor(&model, &config).ok())
             .flatten();
         Self {
             model,
@@ -166,7 +190,7 @@ impl Classifier {
                 )));
             }
             Engine::Native => {
-                let exec = effnet_cpu::Executor::from_model(&self.model, &self.config)
+                let exec = effnet_model::native::executor(&self.model, &self.config)
                     .map_err(|e| ModelError::Config(e.to_string()))?;
                 self.native = Some(exec);
             }
@@ -277,7 +301,7 @@ impl Classifier {
         size: usize,
     ) -> Result<Vec<f32>, ModelError> {
         let read_err = |e: String| ModelError::Config(format!("computing logits: {e}"));
-        match &self.native {
+        let logits = match &self.native {
             Some(exec) => exec
                 .forward(&values, batch, size, size, effnet_cpu::Layout::Nchw)
                 .map_err(|e| read_err(e.to_string())),
@@ -293,7 +317,9 @@ impl Classifier {
                 .try_to_vec::<f32>()
                 .map_err(|e| read_err(format!("{e:?}")))
             }
-        }
+        }?;
+        check_logits(&logits, batch)?;
+        Ok(logits)
     }
 
     fn native_logits(&self, exec: &effnet_cpu::Executor, images: &[RgbImage]) -> Tensor<2> {
@@ -309,6 +335,30 @@ impl Classifier {
             )
             .unwrap_or_else(|e| panic!("native engine: {e}"));
         Tensor::from_data(TensorData::new(values, [b, classes]), &self.device)
+    }
+
+    /// [`predict_batch`](Self::predict_batch) that refuses a forward producing NaN or infinite
+    /// logits (weights or an input out of range) instead of ranking them.
+    pub fn try_predict_batch(
+        &self,
+        images: &[RgbImage],
+        k: usize,
+    ) -> Result<Vec<Vec<Prediction>>, ModelError> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let logits: Vec<f32> = self
+            .logits(images)
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec()
+            .map_err(|e| ModelError::NonFiniteOutput(format!("reading logits: {e:?}")))?;
+        check_logits(&logits, images.len())?;
+        let n = (logits.len() / images.len()).max(1);
+        Ok(logits
+            .chunks(n)
+            .map(|row| self.top_k(&softmax_row(row), k))
+            .collect())
     }
 
     /// Top-`k` classes for each image of a batch.

@@ -99,7 +99,11 @@ pub fn load(
         .or(timm.architecture.clone())
         .unwrap_or_else(|| repo_name.to_string());
     let config = EfficientNetConfig::from_name_or_file(&arch)?;
-    let mut pre = crate::source::import_as(&files.weights, &config, device)?;
+    // timm's table for the repository's tag (`timm/<arch>.<tag>`) first, then what the
+    // repository's config.json says on top.
+    let table =
+        crate::source::tag_preprocess(repo_name).or_else(|| crate::source::tag_preprocess(&arch));
+    let mut pre = crate::source::import_as(&files.weights, &config, table, device)?;
     pre.preprocess = timm.pretrained_cfg.overrides().apply(pre.preprocess)?;
     pre.labels = timm
         .label_names

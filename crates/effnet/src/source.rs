@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use burn::prelude::*;
+use effnet_data::Preprocess;
 use effnet_model::weights::default_preprocess;
-use effnet_model::{EfficientNetConfig, Pretrained, import_pytorch, load_native};
+use effnet_model::{EfficientNetConfig, Pretrained, import_pytorch, load_native, resolve_name};
 
 use crate::Error;
 
@@ -117,7 +118,7 @@ pub fn load_pretrained(
             let pre = crate::classifier::bundled_pretrained(device)?;
             if let Some(arch) = arch {
                 let want = EfficientNetConfig::from_name_or_file(arch)?;
-                if want.name != pre.config.name {
+                if !want.same_architecture(&pre.config) {
                     return Err(Error::Usage(format!(
                         "model '{arch}' needs weights: only {} weights are bundled \
                          (import others with `effnet import`)",
@@ -140,7 +141,7 @@ pub fn load_file(path: &Path, arch: Option<&str>, device: &Device) -> Result<Pre
         let pre = load_native(path, device)?;
         if let Some(arch) = arch {
             let want = EfficientNetConfig::from_name_or_file(arch)?;
-            if want.name != pre.config.name {
+            if !want.same_architecture(&pre.config) {
                 return Err(Error::WrongModel {
                     weights: path.to_path_buf(),
                     found: pre.config.name,
@@ -162,18 +163,31 @@ pub fn load_file(path: &Path, arch: Option<&str>, device: &Device) -> Result<Pre
             path.display()
         )));
     };
-    import_as(path, &EfficientNetConfig::from_name_or_file(arch)?, device)
+    let config = EfficientNetConfig::from_name_or_file(arch)?;
+    import_as(path, &config, tag_preprocess(arch), device)
 }
 
-/// Imports a PyTorch state dict as `config`, with that architecture's default preprocessing.
+/// The preprocessing of the pretrained tag `arch` names (`tf_efficientnet_b0.ns_jft_in1k`), or of
+/// timm's default tag of the architecture; `None` for model TOMLs and nets without weights.
+pub fn tag_preprocess(arch: &str) -> Option<Preprocess> {
+    if Path::new(arch).extension().is_some_and(|e| e == "toml") {
+        return None;
+    }
+    let tag = resolve_name(arch).ok()?.tag_or_default()?;
+    Some(tag.preprocess())
+}
+
+/// Imports a PyTorch state dict as `config`, with `preprocess` (else the architecture's default
+/// preprocessing).
 pub fn import_as(
     path: &Path,
     config: &EfficientNetConfig,
+    preprocess: Option<Preprocess>,
     device: &Device,
 ) -> Result<Pretrained, Error> {
     let imported = import_pytorch(path, config, device)?;
     Ok(Pretrained {
-        preprocess: default_preprocess(&imported.config),
+        preprocess: preprocess.unwrap_or_else(|| default_preprocess(&imported.config)),
         model: imported.model,
         config: imported.config,
         source: format!("imported from {}", path.display()),

@@ -41,18 +41,26 @@ fn pytorch_files_need_an_architecture_and_load_with_one() {
 #[test]
 fn bundled_weights_answer_to_their_aliases_only() {
     let device = Device::flex();
-    for arch in [None, Some("efficientnet_lite0"), Some("EfficientNet-Lite0")] {
+    for arch in [
+        None,
+        Some("tf_efficientnet_lite0"),
+        Some("EfficientNet-Lite0"),
+        Some("tf_efficientnet_lite0.in1k"),
+    ] {
         let c = Classifier::load("bundled", arch, &device).unwrap();
-        assert_eq!(c.config().name, "efficientnet_lite0");
+        assert_eq!(c.config().name, "tf_efficientnet_lite0");
     }
-    let err = Classifier::load("bundled", Some("efficientnet_v2_s"), &device)
-        .err()
-        .unwrap();
-    assert!(
-        err.to_string()
-            .contains("only efficientnet_lite0 weights are bundled"),
-        "{err}"
-    );
+    // timm's own Lite0 (symmetric padding, BN eps 1e-5) is another architecture.
+    for other in ["efficientnet_v2_s", "efficientnet_lite0"] {
+        let err = Classifier::load("bundled", Some(other), &device)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("only tf_efficientnet_lite0 weights are bundled"),
+            "{err}"
+        );
+    }
 }
 
 #[test]

@@ -6,7 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use effnet_cpu::{Executor, Isa, Layout};
+use effnet_cpu::{Isa, Layout};
+use effnet_model::native::executor;
 use effnet_model::{EfficientNet, EfficientNetConfig, import_pytorch, load_native};
 
 const TOL: f32 = 1e-4;
@@ -77,7 +78,7 @@ fn imported(name: &str, weights: &str) -> (EfficientNet, EfficientNetConfig) {
 /// Fixture input and logits, burn's logits, and a batch of 3 odd-sized random images.
 fn check_fixture(name: &str, weights: &str) {
     let (model, cfg) = imported(name, weights);
-    let exec = Executor::from_model(&model, &cfg).unwrap();
+    let exec = executor(&model, &cfg).unwrap();
     let io = data(&format!("tests/data/parity/{name}_io.safetensors"));
     let (x, s) = read(&io, "input");
     let (want, _) = read(&io, "logits");
@@ -96,9 +97,7 @@ fn check_fixture(name: &str, weights: &str) {
             &ours,
             &burn_logits(&model, &x, shape),
         );
-        let scalar = Executor::from_model(&model, &cfg)
-            .unwrap()
-            .with_isa(Isa::scalar());
+        let scalar = executor(&model, &cfg).unwrap().with_isa(Isa::scalar());
         let fallback = scalar.forward(&x, 3, h, w, Layout::Nchw).unwrap();
         assert_close(
             &format!("{name} b3 {h}x{w} scalar vs simd"),
@@ -106,7 +105,7 @@ fn check_fixture(name: &str, weights: &str) {
             &ours,
         );
         if let Some(avx2) = Isa::avx2().filter(|i| *i != exec.isa()) {
-            let exec2 = Executor::from_model(&model, &cfg).unwrap().with_isa(avx2);
+            let exec2 = executor(&model, &cfg).unwrap().with_isa(avx2);
             let y = exec2.forward(&x, 3, h, w, Layout::Nchw).unwrap();
             assert_close(
                 &format!("{name} b3 {h}x{w} avx2 vs burn"),
@@ -134,7 +133,7 @@ fn timm_tf_v2_same_padding_matches() {
 fn real_lite0_on_the_photos_matches_reference_and_burn() {
     let pre = load_native(&data("weights/efficientnet_lite0.bpk"), &Device::flex()).unwrap();
     let model = pre.model.fold_batchnorm();
-    let exec = Executor::from_model(&model, &pre.config).unwrap();
+    let exec = executor(&model, &pre.config).unwrap();
     let io = data("tests/data/parity/lite0_io.safetensors");
     for (input, logits) in [("input", "logits"), ("random_input", "random_logits")] {
         let (x, s) = read(&io, input);
@@ -152,7 +151,7 @@ fn layouts_threads_and_batch_splits_agree() {
         "timm_tf_v2_tiny",
         "tests/data/parity/timm_tf_v2_tiny.safetensors",
     );
-    let exec = Executor::from_model(&model, &cfg).unwrap();
+    let exec = executor(&model, &cfg).unwrap();
     let (b, h, w) = (5, 41, 29);
     let nchw = noise(b * 3 * h * w, 7);
     let mut nhwc = vec![0f32; nchw.len()];
@@ -191,10 +190,10 @@ fn layouts_threads_and_batch_splits_agree() {
 #[test]
 fn bad_input_is_an_error() {
     let (model, cfg) = imported("tv_v2_tiny", "tests/data/parity/tv_v2_tiny.pth");
-    let exec = Executor::from_model(&model, &cfg).unwrap();
+    let exec = executor(&model, &cfg).unwrap();
     let err = exec.forward(&[0.0; 10], 1, 8, 8, Layout::Nchw).unwrap_err();
     assert!(err.to_string().contains("expected 1x3x8x8"), "{err}");
     let mut wrong = cfg.clone();
     wrong.num_classes += 1;
-    assert!(Executor::from_model(&model, &wrong).is_err());
+    assert!(executor(&model, &wrong).is_err());
 }

@@ -1,15 +1,24 @@
-//! Compiling a burn [`EfficientNet`] into a [`Plan`]: reads every weight once with `into_data`.
+//! Compiling a burn [`EfficientNet`] into effnet-cpu's [`Plan`] (and [`Executor`]), the
+//! dedicated CPU inference engine: reads every weight once with `into_data`, BatchNorm folded.
+//!
+//! ```no_run
+//! use effnet_cpu::Layout;
+//! # fn demo(model: &effnet_model::EfficientNet, cfg: &effnet_model::EfficientNetConfig) {
+//! let exec = effnet_model::native::executor(model, cfg).unwrap();
+//! let logits = exec.forward(&vec![0.0; 3 * 224 * 224], 1, 224, 224, Layout::Nchw).unwrap();
+//! assert_eq!(logits.len(), exec.num_classes());
+//! # }
+//! ```
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
-use effnet_model::blocks::SqueezeExcite as BurnSe;
-use effnet_model::{Activation, Block, EfficientNet, EfficientNetConfig};
+use effnet_cpu::kernels::Act;
+use effnet_cpu::plan::{BlockPlan, Conv, Depthwise, Pad, Plan, SqueezeExcite};
+use effnet_cpu::{CpuError, Executor};
 
-use crate::error::CpuError;
-use crate::exec::Executor;
-use crate::kernels::Act;
-use crate::plan::{BlockPlan, Conv, Depthwise, Pad, Plan, SqueezeExcite};
+use crate::blocks::SqueezeExcite as BurnSe;
+use crate::{Activation, Block, EfficientNet, EfficientNetConfig};
 
 fn act(a: Activation) -> Act {
     match a {
@@ -75,7 +84,7 @@ fn depthwise(c: &Conv2d, a: Act) -> Result<Depthwise, CpuError> {
     let (w, dims, bias, stride) = parts(c)?;
     if c.groups != dims[0] {
         return Err(CpuError::Unsupported(format!(
-            "grouped conv ({} groups, {} channels)",
+            "grouped convolution ({} groups, {} channels) layers (the burn engine runs this model)",
             c.groups, dims[0]
         )));
     }
@@ -100,7 +109,22 @@ fn block(b: &Block) -> Result<BlockPlan, CpuError> {
         project,
         skip,
     };
+    let refuse = |layer: &str| {
+        Err(CpuError::Unsupported(format!(
+            "{layer} layers (the burn engine runs this model)"
+        )))
+    };
     Ok(match b {
+        Block::EdgeResidual(b) if b.se.is_some() => {
+            return refuse("squeeze-excitation inside Fused-MBConv");
+        }
+        Block::DepthwiseSeparable(b) if b.conv_s2d.is_some() => {
+            return refuse("space-to-depth");
+        }
+        Block::InvertedResidual(b) if b.aa.is_some() => return refuse("BlurPool"),
+        Block::InvertedResidual(b) if b.gc.is_some() => return refuse("global-context attention"),
+        Block::CondConvResidual(_) => return refuse("CondConv"),
+        Block::NormActBlock(_) => return refuse("GroupNorm / LayerNorm / EvoNorm"),
         Block::ConvBnAct(b) => none(
             Some(dense(&b.conv, act(b.act))?),
             None,
@@ -132,51 +156,52 @@ fn block(b: &Block) -> Result<BlockPlan, CpuError> {
     })
 }
 
-impl Plan {
-    /// Compiles `model` (BatchNorm is folded first when it is not yet) described by `config`.
-    pub fn from_model(model: &EfficientNet, config: &EfficientNetConfig) -> Result<Self, CpuError> {
-        if model.num_classes() != config.num_classes {
-            return Err(CpuError::Shape(format!(
-                "model has {} classes, config '{}' {}",
-                model.num_classes(),
-                config.name,
-                config.num_classes
-            )));
-        }
-        let folded;
-        let model = if model.is_folded() {
-            model
-        } else {
-            folded = model.clone().fold_batchnorm();
-            &folded
-        };
-        let a = act(model.act);
-        let blocks = model
-            .blocks
-            .iter()
-            .flatten()
-            .map(block)
-            .collect::<Result<Vec<_>, _>>()?;
-        let fc = &model.classifier;
-        let classes = fc.weight.dims()[1];
-        let plan = Plan {
-            stem: dense(&model.conv_stem, a)?,
-            blocks,
-            head: dense(&model.conv_head, a)?,
-            fc_weight: values(fc.weight.val())?,
-            fc_bias: match &fc.bias {
-                Some(b) => values(b.val())?,
-                None => vec![0.0; classes],
-            },
-        };
-        plan.validate()?;
-        Ok(plan)
+/// Compiles `model` (BatchNorm is folded first when it is not yet) described by `config`.
+pub fn plan(model: &EfficientNet, config: &EfficientNetConfig) -> Result<Plan, CpuError> {
+    if model.num_classes() != config.num_classes {
+        return Err(CpuError::Shape(format!(
+            "model has {} classes, config '{}' {}",
+            model.num_classes(),
+            config.name,
+            config.num_classes
+        )));
     }
+    if model.norm1.is_some() {
+        return Err(CpuError::Unsupported(
+            "GroupNorm / LayerNorm / EvoNorm layers (the burn engine runs this model)".into(),
+        ));
+    }
+    let folded;
+    let model = if model.is_folded() {
+        model
+    } else {
+        folded = model.clone().fold_batchnorm();
+        &folded
+    };
+    let a = act(model.act);
+    let blocks = model
+        .blocks
+        .iter()
+        .flatten()
+        .map(block)
+        .collect::<Result<Vec<_>, _>>()?;
+    let fc = &model.classifier;
+    let classes = fc.weight.dims()[1];
+    let plan = Plan {
+        stem: dense(&model.conv_stem, a)?,
+        blocks,
+        head: dense(&model.conv_head, a)?,
+        fc_weight: values(fc.weight.val())?,
+        fc_bias: match &fc.bias {
+            Some(b) => values(b.val())?,
+            None => vec![0.0; classes],
+        },
+    };
+    plan.validate()?;
+    Ok(plan)
 }
 
-impl Executor {
-    /// Compiles `model` + `config` into an executor in one call (see [`Plan::from_model`]).
-    pub fn from_model(model: &EfficientNet, config: &EfficientNetConfig) -> Result<Self, CpuError> {
-        Executor::new(Plan::from_model(model, config)?)
-    }
+/// Compiles `model` + `config` into an executor in one call (see [`plan`]).
+pub fn executor(model: &EfficientNet, config: &EfficientNetConfig) -> Result<Executor, CpuError> {
+    Executor::new(plan(model, config)?)
 }

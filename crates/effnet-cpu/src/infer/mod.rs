@@ -12,10 +12,13 @@ use web_time::Instant;
 use rayon::prelude::*;
 
 use crate::error::CpuError;
-use crate::gemm::{Epilogue, MAX_NR, Packed, PackedRef};
 use crate::isa::Isa;
 use crate::kernels;
-use crate::plan::{BlockPlan, Conv, Plan, SqueezeExcite};
+use crate::kernels::conv::{conv_packed, direct_fits};
+use crate::kernels::gemm::{Epilogue, MAX_NR, Packed, PackedRef, gemm_packed, matmul};
+use plan::{BlockPlan, Conv, Plan, SqueezeExcite};
+
+pub mod plan;
 
 /// Memory layout of an input batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -436,7 +439,7 @@ impl Executor {
                     residual: None,
                 };
                 let k = head.cout;
-                crate::gemm::gemm_packed(
+                gemm_packed(
                     ctx.isa,
                     logits,
                     &a.pooled,
@@ -715,22 +718,22 @@ fn conv(
                     act: c.act,
                     residual: res,
                 };
-                crate::gemm::gemm_packed(ctx.isa, dst, lhs, kdim, m, pw, epi, gemm_threads);
+                gemm_packed(ctx.isa, dst, lhs, kdim, m, pw, epi, gemm_threads);
             }
             Weights::Plain(rhs) => {
-                crate::gemm::matmul(ctx.isa, dst, lhs, rhs, m, kdim, c.cout, gemm_threads);
+                matmul(ctx.isa, dst, lhs, rhs, m, kdim, c.cout, gemm_threads);
                 kernels::bias_act(ctx.isa, dst, &c.bias, c.act, res);
             }
         };
         if c.is_pointwise() {
             product(dst, &input[p0 * kdim..(p0 + m) * kdim]);
-        } else if let (Weights::Packed(pw), true) = (rhs, crate::gemm::direct_fits(&g)) {
+        } else if let (Weights::Packed(pw), true) = (rhs, direct_fits(&g)) {
             let epi = Epilogue {
                 act: c.act,
                 residual: res,
             };
             COL.with_borrow_mut(|slab| {
-                crate::gemm::conv_packed(ctx.isa, dst, input, &g, oy0, pw, epi, slab, gemm_threads)
+                conv_packed(ctx.isa, dst, input, &g, oy0, pw, epi, slab, gemm_threads)
             });
         } else {
             COL.with_borrow_mut(|col| {
@@ -785,7 +788,7 @@ fn split_rows(
 /// (per-tile partials in the first buffer, reduced into the second).
 fn depthwise(
     ctx: Ctx,
-    d: &crate::plan::Depthwise,
+    d: &plan::Depthwise,
     g: kernels::ConvGeom,
     input: &[f32],
     out: &mut [f32],
