@@ -23,8 +23,8 @@ if [[ -z "${EFFNET_BIN:-}" || -z "${EXAMPLE_BIN:-}" ]]; then
   EFFNET_BIN=$CARGO_TARGET_DIR/release/effnet
   EXAMPLE_BIN=$CARGO_TARGET_DIR/release/examples/deploy_eval
 fi
-declare -A SOURCE=([efficientnet_lite0]="" [efficientnetv2_s]="--random efficientnetv2_s")
-for model in efficientnet_lite0 efficientnetv2_s; do
+declare -A SOURCE=([tf_efficientnet_lite0]="" [efficientnetv2_s]="--random efficientnetv2_s")
+for model in tf_efficientnet_lite0 efficientnetv2_s; do
   if ! ls "$OUT_DIR/$model"/*_int8.tflite >/dev/null 2>&1; then
     # shellcheck disable=SC2086
     "$EXAMPLE_BIN" ${SOURCE[$model]} --size 224 --out "$OUT_DIR/$model" --no-eval >&2
@@ -34,7 +34,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) ($(nproc) cores); it
 echo
 echo "| model | batch | effnet native f32 | LiteRT f32 | LiteRT int8 | ORT f32 | ORT int8 (QDQ) | native / LiteRT f32 | native / LiteRT int8 | native / ORT f32 | native / ORT int8 |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|"
-for model in efficientnet_lite0 efficientnetv2_s; do
+for model in tf_efficientnet_lite0 efficientnetv2_s; do
   dir="$OUT_DIR/$model"
   files=("$dir"/*_f32.tflite "$dir"/*_int8.tflite "$dir"/*_f32.onnx "$dir"/*_int8.onnx)
   for batch in 1 8; do
