@@ -181,6 +181,15 @@ impl Graph {
         if model.norm1.is_some() {
             return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
         }
+        // CondConv blocks keep their BatchNorms when folding: name the layer, not the fold.
+        if model
+            .blocks
+            .iter()
+            .flatten()
+            .any(|b| matches!(b, Block::CondConvResidual(_)))
+        {
+            return Err(unsupported_layer("CondConv"));
+        }
         if !model.is_folded() {
             return Err(ExportError::Unsupported(
                 "BatchNorm must be folded first (EfficientNet::fold_batchnorm)".into(),
