@@ -14,10 +14,7 @@ use crate::proto::{
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto,
     tensor_shape_proto, type_proto,
 };
-use crate::quant::{
-    Int8Options, IoType, QParams, WeightGranularity, activation_params, quantize_bias,
-    quantize_weights,
-};
+use crate::quant::{GraphQuant, Int8Options, IoType, QParams, graph_quant};
 
 /// Oldest opset the exporter writes (every op it uses has its current form there).
 pub const MIN_OPSET: i64 = 17;
@@ -144,9 +141,7 @@ fn raw_tensor(name: &str, dims: &[usize], ty: tensor_proto::DataType, raw: Vec<u
 struct Lowering<'g> {
     graph: &'g Graph,
     /// int8 parameters of each graph tensor and the boundary types (`None`: f32 graph).
-    quant: Option<(Vec<QParams>, IoType, IoType)>,
-    /// Scale granularity of int8 weights.
-    granularity: WeightGranularity,
+    quant: Option<(GraphQuant, IoType, IoType)>,
     nodes: Vec<NodeProto>,
     inits: Vec<TensorProto>,
 }
@@ -220,7 +215,7 @@ impl Lowering<'_> {
         let Some((params, input_type, output_type)) = &self.quant else {
             return;
         };
-        let (q, input_type, output_type) = (params[t], *input_type, *output_type);
+        let (q, input_type, output_type) = (params.act[t], *input_type, *output_type);
         let name = self.graph.tensors[t].name.clone();
         let int8_input = t == self.graph.input && input_type == IoType::Int8;
         let int8_output = t == self.graph.output && output_type == IoType::Int8;
@@ -257,29 +252,25 @@ impl Lowering<'_> {
     /// names the layer reads.
     fn weights(
         &mut self,
-        layer: &str,
+        node: usize,
         dims: &[usize],
         axis: usize,
         weights: &[f32],
         bias: &[f32],
-        input: TensorId,
     ) -> (String, String) {
-        let (w, b) = (format!("{layer}.weight"), format!("{layer}.bias"));
+        let n = &self.graph.nodes[node];
+        let (w, b) = (format!("{}.weight", n.name), format!("{}.bias", n.name));
         let Some((params, _, _)) = &self.quant else {
             self.inits.push(f32_tensor(&w, dims, weights));
             self.inits.push(f32_tensor(&b, &[bias.len()], bias));
             return (w, b);
         };
-        let input_scale = params[input].scale;
+        let input_scale = params.act[n.inputs[0]].scale;
         let channels = bias.len();
-        let inner: usize = dims[axis + 1..].iter().product();
-        let wq = quantize_weights(
-            weights,
-            channels,
-            |i| (i / inner) % channels,
-            self.granularity,
-        );
-        let bq = quantize_bias(bias, input_scale, &wq.scales);
+        let Some(wq) = params.weights[node].clone() else {
+            unreachable!("every conv and dense node has int8 weights");
+        };
+        let bq = &wq.bias;
         let b_scales: Vec<f32> = wq.scales.iter().map(|s| s * input_scale).collect();
         let per_channel = [channels];
         let (wq_name, bq_name) = (format!("{w}:q"), format!("{b}:q"));
@@ -334,13 +325,12 @@ impl Lowering<'_> {
     fn lower(&mut self) {
         let g = self.graph;
         self.qdq(g.input);
-        for n in &g.nodes {
+        for (i, n) in g.nodes.iter().enumerate() {
             let x = self.read(n.inputs[0], &n.name);
             let y = self.produced(n.output);
             match &n.op {
                 Op::Conv(c) => {
-                    let (w, b) =
-                        self.weights(&n.name, &c.weight_dims, 0, &c.weight, &c.bias, n.inputs[0]);
+                    let (w, b) = self.weights(i, &c.weight_dims, 0, &c.weight, &c.bias);
                     let attrs = vec![
                         attr_ints("kernel_shape", &c.weight_dims[2..]),
                         attr_ints("strides", &c.stride),
@@ -353,7 +343,7 @@ impl Lowering<'_> {
                 Op::Dense(d) => {
                     // burn's `[in, out]` weight is Gemm's B as it is (no transpose), so the
                     // output channel is dimension 1.
-                    let (w, b) = self.weights(&n.name, &d.dims, 1, &d.weight, &d.bias, n.inputs[0]);
+                    let (w, b) = self.weights(i, &d.dims, 1, &d.weight, &d.bias);
                     self.push("Gemm", &n.name, &[&x, &w, &b], &y, vec![]);
                 }
                 Op::Relu => self.push("Relu", &n.name, &[&x], &y, vec![]),
@@ -388,7 +378,7 @@ impl Lowering<'_> {
                     // that the pool runs in int8 and the flatten just moves int8 values.
                     let flat_in = match &self.quant {
                         Some((params, _, _)) => {
-                            let q = params[n.output];
+                            let q = params.act[n.output];
                             let (scale, zero) = self.qparams(&pooled, q, false);
                             let (pq, pdq) = (format!("{pooled}:q"), format!("{pooled}:dq"));
                             self.push(
@@ -430,13 +420,12 @@ fn lower(
     int8: Option<&Int8Options>,
 ) -> Result<(Vec<NodeProto>, Vec<TensorProto>), ExportError> {
     let quant = match int8 {
-        Some(o) => Some((activation_params(graph, &o.ranges)?, o.input, o.output)),
+        Some(o) => Some((graph_quant(graph, o)?, o.input, o.output)),
         None => None,
     };
     let mut l = Lowering {
         graph,
         quant,
-        granularity: int8.map(|o| o.weights).unwrap_or_default(),
         nodes: Vec::with_capacity(graph.nodes.len() + 1),
         inits: Vec::new(),
     };

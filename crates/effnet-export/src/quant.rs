@@ -159,6 +159,55 @@ pub(crate) fn fused_activation(
     }
 }
 
+/// One conv or dense node's int8 weights in burn's layout (`[out, in/groups, kh, kw]`, or
+/// `[in, out]` for the classifier), one scale per output channel, int32 biases.
+#[derive(Clone, Debug)]
+pub(crate) struct QWeights {
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
+    pub bias: Vec<i32>,
+}
+
+/// The quantisation of every tensor and weighted node of a graph: what the int8 writers lower.
+#[derive(Clone, Debug)]
+pub(crate) struct GraphQuant {
+    /// Parameters of each graph tensor.
+    pub act: Vec<QParams>,
+    /// int8 weights of each node (`None` for weightless ops).
+    pub weights: Vec<Option<QWeights>>,
+}
+
+/// The int8 numbers of `graph` under `options`: activation parameters from the ranges, weights
+/// per output channel (or per layer), biases at input scale × weight scale.
+pub(crate) fn graph_quant(graph: &Graph, options: &Int8Options) -> Result<GraphQuant, ExportError> {
+    let act = activation_params(graph, &options.ranges)?;
+    let weights = graph
+        .nodes
+        .iter()
+        .map(|n| {
+            let (w, b, channel): (&[f32], &[f32], Box<dyn Fn(usize) -> usize>) = match &n.op {
+                Op::Conv(c) => {
+                    let per = c.weight.len() / c.out_channels().max(1);
+                    (&c.weight, &c.bias, Box::new(move |i| i / per))
+                }
+                Op::Dense(d) => {
+                    let out = d.dims[1];
+                    (&d.weight, &d.bias, Box::new(move |i| i % out))
+                }
+                _ => return None,
+            };
+            let q = quantize_weights(w, b.len(), channel, options.weights);
+            let bias = quantize_bias(b, act[n.inputs[0]].scale, &q.scales);
+            Some(QWeights {
+                values: q.values,
+                scales: q.scales,
+                bias,
+            })
+        })
+        .collect();
+    Ok(GraphQuant { act, weights })
+}
+
 /// Weights quantised symmetrically per output channel.
 #[derive(Clone, Debug)]
 pub struct ChannelQuant {

@@ -16,10 +16,7 @@ use crate::error::ExportError;
 use crate::graph::{ConvOp, DenseOp, Graph, INPUT_NAME, OUTPUT_NAME, Op, TensorId, same_pads};
 use crate::meta::{Layout, check_labels, metadata};
 use crate::onnx::BatchSize;
-use crate::quant::{
-    Int8Options, IoType, QParams, WeightGranularity, activation_params, fused_activation,
-    quantize_bias, quantize_weights,
-};
+use crate::quant::{GraphQuant, Int8Options, IoType, QParams, fused_activation, graph_quant};
 use crate::tflite_schema as fb;
 
 /// Schema version written in `Model.version`.
@@ -123,7 +120,7 @@ pub fn graph_to_tflite(
     meta: &[(String, String)],
 ) -> Result<fb::Model, ExportError> {
     let quant = match int8 {
-        Some(q) => Some(activation_params(graph, &q.ranges)?),
+        Some(q) => Some(graph_quant(graph, q)?),
         None => None,
     };
     let mut w = Writer {
@@ -137,7 +134,6 @@ pub fn graph_to_tflite(
         ops: Vec::new(),
         ids: vec![None; graph.tensors.len()],
         float_logits: int8.is_some_and(|q| q.output == IoType::Float32),
-        granularity: int8.map(|q| q.weights).unwrap_or_default(),
     };
     let io = int8.map(|q| (q.input, q.output));
     let input = w.boundary_input(io.map(|(i, _)| i))?;
@@ -194,8 +190,8 @@ pub fn graph_to_tflite(
 struct Writer<'g> {
     graph: &'g Graph,
     batch: BatchSize,
-    /// int8 parameters of every graph tensor (`None`: f32 model).
-    quant: Option<Vec<QParams>>,
+    /// int8 parameters of every graph tensor and node (`None`: f32 model).
+    quant: Option<GraphQuant>,
     tensors: Vec<fb::Tensor>,
     buffers: Vec<fb::Buffer>,
     codes: Vec<(fb::BuiltinOperator, i32)>,
@@ -204,8 +200,6 @@ struct Writer<'g> {
     ids: Vec<Option<i32>>,
     /// An int8 model whose int8 logits are dequantized into the f32 output.
     float_logits: bool,
-    /// Scale granularity of int8 weights.
-    granularity: WeightGranularity,
 }
 
 fn quantization(scales: Vec<f32>, zero_points: Vec<i64>, axis: i32) -> fb::QuantizationParameters {
@@ -289,7 +283,7 @@ impl Writer<'_> {
         let shape = self.shape(t);
         let id = match &self.quant {
             Some(q) => {
-                let q = per_tensor(q[t]);
+                let q = per_tensor(q.act[t]);
                 self.tensor(name, shape, fb::TensorType::Int8, 0, Some(q))
             }
             None => self.tensor(name, shape, fb::TensorType::Float32, 0, None),
@@ -322,45 +316,57 @@ impl Writer<'_> {
         self.tensor(name, shape, fb::TensorType::Int32, buffer, quant)
     }
 
-    /// Weights and bias of a conv or dense layer in TFLite's layout, the output channel on
-    /// dimension `axis` (0, or 3 for depthwise `[1, kh, kw, c]`): f32, or int8 per output channel
-    /// with int32 biases at `input` scale.
+    /// Weights and bias of conv or dense node `node` in TFLite's layout (`relayout` of burn's),
+    /// the output channel on dimension `axis` (0, or 3 for depthwise `[1, kh, kw, c]`): f32, or
+    /// the node's int8 weights (per output channel) and int32 biases.
     fn weights(
         &mut self,
+        node: usize,
         layer: &str,
         axis: i32,
         shape: Vec<i32>,
-        weights: &[f32],
-        bias: &[f32],
-        input: TensorId,
+        relayout: Relayout,
+        (weights, bias): (&[f32], &[f32]),
     ) -> (i32, i32) {
         let (w_name, b_name) = (format!("{layer}.weight"), format!("{layer}.bias"));
-        let channels = bias.len();
-        let b_shape = vec![dim(channels)];
-        let Some(q) = &self.quant else {
-            let w = self.f32_constant(w_name, shape, weights);
+        let b_shape = vec![dim(bias.len())];
+        let Some(q) = self.quant.as_ref().and_then(|q| q.weights[node].clone()) else {
+            let w = self.f32_constant(w_name, shape, &relayout.apply(weights));
             return (w, self.f32_constant(b_name, b_shape, bias));
         };
-        let input_scale = q[input].scale;
-        let per_channel = weights.len() / channels;
-        let wq = if axis == 3 {
-            quantize_weights(weights, channels, |i| i % channels, self.granularity)
-        } else {
-            quantize_weights(weights, channels, |i| i / per_channel, self.granularity)
-        };
-        let buffer = self.buffer(wq.values.iter().map(|&v| v as u8).collect());
-        let zeros = vec![0i64; channels];
+        let input_scale = self.graph.nodes[node]
+            .inputs
+            .first()
+            .map_or(1.0, |&t| self.qparams(t).scale);
+        let values = relayout.apply(&q.values);
+        let buffer = self.buffer(values.iter().map(|&v| v as u8).collect());
+        let zeros = vec![0i64; q.scales.len()];
         let w = self.tensor(
             w_name,
             shape,
             fb::TensorType::Int8,
             buffer,
-            Some(quantization(wq.scales.clone(), zeros.clone(), axis)),
+            Some(quantization(q.scales.clone(), zeros.clone(), axis)),
         );
-        let bq = quantize_bias(bias, input_scale, &wq.scales);
-        let b_scales = wq.scales.iter().map(|s| s * input_scale).collect();
-        let b = self.i32_constant(b_name, b_shape, &bq, Some(quantization(b_scales, zeros, 0)));
+        let b_scales = q.scales.iter().map(|s| s * input_scale).collect();
+        let b = self.i32_constant(
+            b_name,
+            b_shape,
+            &q.bias,
+            Some(quantization(b_scales, zeros, 0)),
+        );
         (w, b)
+    }
+
+    /// int8 parameters of graph tensor `t` (an int8 model's).
+    fn qparams(&self, t: TensorId) -> QParams {
+        self.quant.as_ref().map_or(
+            QParams {
+                scale: 1.0,
+                zero_point: 0,
+            },
+            |q| q.act[t],
+        )
     }
 
     /// Appends an operator (registering its code); `version` is the op version for f32, the
@@ -463,9 +469,9 @@ impl Writer<'_> {
                         }
                         None => (node.output, fb::ActivationFunctionType::None),
                     };
-                    self.conv(&node.name, c, node.inputs[0], x, out, act)?;
+                    self.conv(i, c, x, out, act)?;
                 }
-                Op::Dense(d) => self.dense(&node.name, d, node.inputs[0], x, node.output),
+                Op::Dense(d) => self.dense(i, &node.name, d, x, node.output),
                 Op::Relu | Op::Relu6 | Op::Sigmoid => {
                     let (code, versions) = match node.op {
                         Op::Relu => (fb::BuiltinOperator::Relu, (1, 2)),
@@ -521,13 +527,14 @@ impl Writer<'_> {
     /// into graph tensor `out`, with a `PAD` first where the pads are not TF "same".
     fn conv(
         &mut self,
-        layer: &str,
+        node: usize,
         c: &ConvOp,
-        t: TensorId,
         x: i32,
         out: TensorId,
         act: fb::ActivationFunctionType,
     ) -> Result<(), ExportError> {
+        let g = self.graph;
+        let (layer, t) = (g.nodes[node].name.as_str(), g.nodes[node].inputs[0]);
         let Some([h, w]) = self.graph.tensors[t].hw else {
             return Err(ExportError::Unsupported(format!(
                 "{layer}: conv over a flat tensor"
@@ -548,15 +555,14 @@ impl Writer<'_> {
         let (stride_h, stride_w) = (dim(c.stride[0]), dim(c.stride[1]));
         let (dilation_h_factor, dilation_w_factor) = (dim(c.dilation[0]), dim(c.dilation[1]));
         if c.is_depthwise() {
-            // [c, 1, kh, kw] -> [1, kh, kw, c]
-            let mut wt = vec![0f32; c.weight.len()];
-            for ch in 0..o {
-                for k in 0..kh * kw {
-                    wt[k * o + ch] = c.weight[ch * kh * kw + k];
-                }
-            }
-            let (wi, bi) =
-                self.weights(layer, 3, vec![1, dim(kh), dim(kw), dim(o)], &wt, &c.bias, t);
+            let (wi, bi) = self.weights(
+                node,
+                layer,
+                3,
+                vec![1, dim(kh), dim(kw), dim(o)],
+                Relayout::Depthwise(c.weight_dims),
+                (&c.weight, &c.bias),
+            );
             let options = fb::DepthwiseConv2DOptions {
                 padding,
                 stride_w,
@@ -577,17 +583,15 @@ impl Writer<'_> {
                 ))),
             );
         } else if c.groups == 1 {
-            // [o, i, kh, kw] -> [o, kh, kw, i]
-            let mut wt = vec![0f32; c.weight.len()];
-            for oc in 0..o {
-                for ic in 0..i {
-                    for k in 0..kh * kw {
-                        wt[(oc * kh * kw + k) * i + ic] = c.weight[(oc * i + ic) * kh * kw + k];
-                    }
-                }
-            }
             let shape = vec![dim(o), dim(kh), dim(kw), dim(i)];
-            let (wi, bi) = self.weights(layer, 0, shape, &wt, &c.bias, t);
+            let (wi, bi) = self.weights(
+                node,
+                layer,
+                0,
+                shape,
+                Relayout::Ohwi(c.weight_dims),
+                (&c.weight, &c.bias),
+            );
             let options = fb::Conv2DOptions {
                 padding,
                 stride_w,
@@ -622,7 +626,7 @@ impl Writer<'_> {
         shape[1] += top + bottom;
         shape[2] += left + right;
         let (ty, quant) = match &self.quant {
-            Some(q) => (fb::TensorType::Int8, Some(per_tensor(q[t]))),
+            Some(q) => (fb::TensorType::Int8, Some(per_tensor(q.act[t]))),
             None => (fb::TensorType::Float32, None),
         };
         let y = self.tensor(format!("{layer}:padded"), shape, ty, 0, quant);
@@ -638,16 +642,16 @@ impl Writer<'_> {
     }
 
     /// `FULLY_CONNECTED` with weights `[out, in]`.
-    fn dense(&mut self, layer: &str, d: &DenseOp, t: TensorId, x: i32, out: TensorId) {
+    fn dense(&mut self, node: usize, layer: &str, d: &DenseOp, x: i32, out: TensorId) {
         let [inputs, outputs] = d.dims;
-        // burn's [in, out] -> [out, in]
-        let mut wt = vec![0f32; d.weight.len()];
-        for r in 0..inputs {
-            for c in 0..outputs {
-                wt[c * inputs + r] = d.weight[r * outputs + c];
-            }
-        }
-        let (wi, bi) = self.weights(layer, 0, vec![dim(outputs), dim(inputs)], &wt, &d.bias, t);
+        let (wi, bi) = self.weights(
+            node,
+            layer,
+            0,
+            vec![dim(outputs), dim(inputs)],
+            Relayout::Transpose(inputs, outputs),
+            (&d.weight, &d.bias),
+        );
         // With f32 logits asked of an int8 model, the int8 logits are an inner tensor.
         let y = if self.float_logits && out == self.graph.output {
             self.activation_named(out, format!("{OUTPUT_NAME}:int8"))
@@ -666,5 +670,48 @@ impl Writer<'_> {
             vec![y],
             Some(fb::BuiltinOptions::FullyConnectedOptions(Box::new(options))),
         );
+    }
+}
+
+/// How a burn-layout weight becomes TFLite's.
+#[derive(Clone, Copy)]
+enum Relayout {
+    /// `[o, i, kh, kw]` -> `[o, kh, kw, i]`.
+    Ohwi([usize; 4]),
+    /// `[c, 1, kh, kw]` -> `[1, kh, kw, c]`.
+    Depthwise([usize; 4]),
+    /// `[rows, cols]` -> `[cols, rows]`.
+    Transpose(usize, usize),
+}
+
+impl Relayout {
+    fn apply<T: Copy + Default>(self, w: &[T]) -> Vec<T> {
+        let mut out = vec![T::default(); w.len()];
+        match self {
+            Relayout::Ohwi([o, i, kh, kw]) => {
+                for oc in 0..o {
+                    for ic in 0..i {
+                        for k in 0..kh * kw {
+                            out[(oc * kh * kw + k) * i + ic] = w[(oc * i + ic) * kh * kw + k];
+                        }
+                    }
+                }
+            }
+            Relayout::Depthwise([c, _, kh, kw]) => {
+                for ch in 0..c {
+                    for k in 0..kh * kw {
+                        out[k * c + ch] = w[ch * kh * kw + k];
+                    }
+                }
+            }
+            Relayout::Transpose(rows, cols) => {
+                for r in 0..rows {
+                    for c in 0..cols {
+                        out[c * rows + r] = w[r * cols + c];
+                    }
+                }
+            }
+        }
+        out
     }
 }
