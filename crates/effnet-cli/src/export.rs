@@ -14,7 +14,7 @@ use effnet_export::{
     ActivationRanges, BatchSize, Graph, Int8Options, IoType, MIN_OPSET, OnnxOptions, TfliteOptions,
     calibrate_minmax, write_onnx, write_tflite,
 };
-use effnet_model::{Precision, Pretrained};
+use effnet_model::{Pretrained, StoragePrecision};
 
 use crate::args::ModelArgs;
 
@@ -72,13 +72,18 @@ pub struct ExportArgs {
     #[arg(long, short)]
     pub output: PathBuf,
     /// Fixed batch size of the ONNX graph.
-    #[arg(long, conflicts_with = "dynamic_batch")]
+    #[arg(
+        short = 'b',
+        long = "batch-size",
+        visible_alias = "batch",
+        conflicts_with = "dynamic_batch"
+    )]
     pub batch: Option<usize>,
     /// Symbolic batch dimension in the ONNX graph (any batch size at run time).
     #[arg(long)]
     pub dynamic_batch: bool,
     /// Input height/width of the ONNX graph (default: the crop size stored with the weights).
-    #[arg(long)]
+    #[arg(long = "img-size", visible_alias = "size", value_name = "N")]
     pub size: Option<usize>,
     /// ONNX opset (17 to 21).
     #[arg(long, default_value_t = MIN_OPSET)]
@@ -131,7 +136,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
 fn check_args(a: &ExportArgs) -> anyhow::Result<()> {
     let graph_format = a.format != ExportFormat::Bpk;
     if !graph_format && (a.batch.is_some() || a.dynamic_batch || a.size.is_some()) {
-        bail!("--batch, --dynamic-batch and --size apply to --format onnx|tflite only");
+        bail!("--batch-size, --dynamic-batch and --img-size apply to --format onnx|tflite only");
     }
     match a.precision {
         PrecisionArg::F16 if graph_format => {
@@ -244,8 +249,8 @@ fn export_tflite(
 
 fn export_bpk(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
     let precision = match a.precision {
-        PrecisionArg::F16 => Precision::F16,
-        _ => Precision::F32,
+        PrecisionArg::F16 => StoragePrecision::F16,
+        _ => StoragePrecision::F32,
     };
     effnet_model::save_native_as(
         &a.output,

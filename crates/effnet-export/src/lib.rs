@@ -6,7 +6,7 @@
 //! preprocessing recorded as metadata. Both writers lower one format-neutral [`Graph`]; int8
 //! exports take calibration ranges keyed by its tensor names ([`ActivationRanges`]).
 //! Half-precision native weights live with the other native formats in
-//! [`effnet_model::weights`] (see [`effnet_model::Precision`]).
+//! [`effnet_model::weights`] (see [`effnet_model::StoragePrecision`]).
 //!
 //! ```no_run
 //! use effnet_export::{OnnxOptions, TfliteOptions, write_onnx, write_tflite};
@@ -55,14 +55,11 @@ pub use quant::{
 };
 pub use tflite::{TfliteOptions, export_tflite, graph_to_tflite, tflite_bytes, write_tflite};
 
-/// Writes `bytes` to `path` through a temporary file beside it, so that a failed export leaves
-/// no half-written model behind.
+/// Writes `bytes` to `path` atomically and durably (effnet's one write path,
+/// [`effnet_data::fsutil::write_atomic`]: a failed export leaves no half-written model behind).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ExportError> {
-    let write_err = |e: std::io::Error| ExportError::Write {
+    effnet_data::fsutil::write_atomic(path, bytes).map_err(|e| ExportError::Write {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    };
-    let tmp = effnet_model::weights::tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)
+    })
 }

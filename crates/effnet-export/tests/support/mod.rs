@@ -7,9 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::prelude::*;
-use effnet::BUNDLED_WEIGHTS;
 use effnet_model::weights::default_preprocess;
-use effnet_model::{EfficientNetConfig, Preprocess, Pretrained, import_pytorch, load_native_bytes};
+use effnet_model::{EfficientNetConfig, Preprocess, Pretrained, import_pytorch};
 
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -119,12 +118,7 @@ pub fn top1(logits: &[f32], classes: usize) -> Vec<usize> {
 }
 
 pub fn bundled() -> Pretrained {
-    load_native_bytes(
-        Path::new("<bundled>"),
-        BUNDLED_WEIGHTS.to_vec(),
-        &Device::flex(),
-    )
-    .expect("bundled weights")
+    effnet::bundled_pretrained(&Device::flex()).expect("bundled weights")
 }
 
 pub fn parity_fixture(name: &str, weights: &str) -> Pretrained {
