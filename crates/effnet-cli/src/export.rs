@@ -7,12 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use burn::prelude::{Tensor, TensorData};
 use clap::{Args, ValueEnum};
 use effnet::Device;
 use effnet_export::{
-    ActivationRanges, BatchSize, Graph, Int8Options, IoType, MIN_OPSET, OnnxOptions, TfliteOptions,
-    calibrate_minmax, write_onnx, write_tflite,
+    BatchSize, Int8Options, IoType, MIN_OPSET, OnnxOptions, TfliteOptions, write_onnx, write_tflite,
 };
 use effnet_model::{Pretrained, StoragePrecision};
 
@@ -113,7 +111,7 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let weights = a.model.weights_spec();
     let pre = effnet::load_pretrained(&weights.parse()?, a.model.model.as_deref(), &device)?;
     let int8 = match a.precision {
-        PrecisionArg::Int8 => Some(int8_options(&a, &pre, &device)?),
+        PrecisionArg::Int8 => Some(int8_options(&a, &pre)?),
         _ => None,
     };
     match a.format {
@@ -176,47 +174,46 @@ fn labels(pre: &Pretrained) -> Vec<String> {
         .unwrap_or_else(|| effnet::default_labels(pre.config.num_classes))
 }
 
-/// Calibration: the images of `--calib`, preprocessed at the export size, through the folded
-/// graph; every activation's min/max.
-fn int8_options(a: &ExportArgs, pre: &Pretrained, device: &Device) -> anyhow::Result<Int8Options> {
+/// Calibration with effnet's own calibrator (`effnet_cpu::quant::calib`, the one that makes
+/// int8 `.bpk` files; min/max ranges): the images of `--calib`, preprocessed as the model
+/// expects, through the native engine; the exporters then lower the int8 model as it is.
+fn int8_options(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<Int8Options> {
+    use effnet_cpu::quant::RangeMethod;
+    use effnet_cpu::quant::calib::Calibrator;
     let dir = a.calib.as_ref().context("--calib DIR is required")?;
     let (mut files, errors) = effnet::collect_images(std::slice::from_ref(dir));
     if let Some(e) = errors.into_iter().next() {
         bail!("--calib: {e}");
     }
-    files.truncate(a.calib_images);
-    let size = a.size.unwrap_or(pre.preprocess.crop);
-    let crop_pct = pre.preprocess.crop_pct();
-    let preprocess = effnet::Preprocess {
-        crop: size,
-        ..pre.preprocess.clone()
+    // At most --calib-images, spread over the sorted list (every class folder contributes).
+    let n = files.len();
+    if n > a.calib_images {
+        files = (0..a.calib_images)
+            .map(|i| files[i * n / a.calib_images].clone())
+            .collect();
     }
-    .with_crop_pct(crop_pct);
-    let model = pre.model.clone().fold_batchnorm();
-    let graph = Graph::from_model(&model, [size, size])?;
-    let per = 3 * size * size;
-    const BATCH: usize = 8;
-    let batches = files.chunks(BATCH).map(|chunk| {
+    let folded = pre.model.clone().fold_batchnorm();
+    let plan = effnet_model::native::plan(&folded, &pre.config)
+        .map_err(|e| anyhow::anyhow!("int8 needs the native CPU engine: {e}"))?;
+    let mut cal = Calibrator::new(plan)?;
+    let p = &pre.preprocess;
+    let per = 3 * p.crop * p.crop;
+    for chunk in files.chunks(8) {
         let mut buf = vec![0f32; per * chunk.len()];
         for (slot, path) in buf.chunks_mut(per).zip(chunk) {
-            let img = effnet::load_rgb(path).context("--calib")?;
-            preprocess.apply_into(&img, slot);
+            p.apply_into(&effnet::load_rgb(path).context("--calib")?, slot);
         }
-        let shape = [chunk.len(), 3, size, size];
-        anyhow::Ok(Tensor::<4>::from_data(TensorData::new(buf, shape), device))
-    });
+        cal.observe(&buf, chunk.len(), p.crop, p.crop, effnet_cpu::Layout::Nchw)?;
+    }
     eprintln!(
-        "calibrating int8 on {} images from {} ({} tensors)",
-        files.len(),
-        dir.display(),
-        graph.tensors.len()
+        "calibrated int8 (min/max) on {} images from {}",
+        cal.images(),
+        dir.display()
     );
-    let ranges: ActivationRanges = calibrate_minmax(&graph, batches, device)?;
     Ok(Int8Options {
-        ranges,
+        model: cal.finish(RangeMethod::MinMax)?,
         input: a.input_type.into(),
         output: a.output_type.into(),
-        ..Int8Options::default()
     })
 }
 

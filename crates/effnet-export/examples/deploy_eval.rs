@@ -18,15 +18,18 @@
 //! ARCH`, `--val DIR` (ImageNet folder layout; folder names are the class names, sorted, unless
 //! the weights carry labels), `--calib DIR` (default: the evaluation images), `--calib-images N`
 //! (200), `--size S`, `--out DIR` (keeps the files; default a temporary folder), `--no-eval`,
-//! `--per-tensor` (int8 weights with one scale per layer instead of per output channel).
+//! `--per-tensor` (int8 weights with one scale per layer instead of per output channel),
+//! `--calib-method minmax|percentile[:P]|mse` (default minmax, as the CLI).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use burn::prelude::*;
+use effnet_cpu::Layout;
+use effnet_cpu::quant::calib::Calibrator;
+use effnet_cpu::quant::{RangeMethod, WeightScales};
 use effnet_export::{
-    BatchSize, Graph, Int8Options, OnnxOptions, TfliteOptions, WeightGranularity, calibrate_minmax,
-    write_onnx, write_tflite,
+    BatchSize, Int8Options, IoType, OnnxOptions, TfliteOptions, write_onnx, write_tflite,
 };
 use effnet_model::weights::default_preprocess;
 use effnet_model::{EfficientNetConfig, Preprocess, Pretrained};
@@ -177,24 +180,28 @@ fn main() -> Result<()> {
     std::fs::create_dir_all(&out)?;
     let name = pre.config.name.clone();
     let folded = pre.model.clone().fold_batchnorm();
-    let graph = Graph::from_model(&folded, [size, size])?;
-    let batches = calib.chunks(16).map(|chunk| {
-        let (values, shape) = batch(chunk, &preprocess)?;
-        Ok::<_, Box<dyn std::error::Error>>(Tensor::<4>::from_data(
-            TensorData::new(values, shape),
-            &device,
-        ))
-    });
-    let ranges = calibrate_minmax(&graph, batches, &device)?;
+    // effnet's own calibrator, as `effnet export --precision int8 --calib` runs it.
     let per_tensor = args.iter().any(|a| a == "--per-tensor");
+    let method: RangeMethod = match arg(&args, "--calib-method") {
+        Some(m) => m.parse()?,
+        None => RangeMethod::MinMax,
+    };
+    let scales = if per_tensor {
+        WeightScales::PerTensor
+    } else {
+        WeightScales::PerChannel
+    };
+    let plan = effnet_model::native::plan(&folded, &pre.config)?;
+    let mut cal = Calibrator::new(plan)?.weight_scales(scales);
+    let p = &pre.preprocess;
+    for chunk in calib.chunks(16) {
+        let (values, shape) = batch(chunk, p)?;
+        cal.observe(&values, shape[0], p.crop, p.crop, Layout::Nchw)?;
+    }
     let int8 = Int8Options {
-        ranges,
-        weights: if per_tensor {
-            WeightGranularity::PerTensor
-        } else {
-            WeightGranularity::PerChannel
-        },
-        ..Int8Options::default()
+        model: cal.finish(method)?,
+        input: IoType::Float32,
+        output: IoType::Float32,
     };
     let mut files = Vec::new();
     for quant in [None, Some(int8)] {
@@ -223,7 +230,7 @@ fn main() -> Result<()> {
         files.push(("ONNX Runtime", tag, onnx));
     }
     println!(
-        "{name} at {size}: calibrated on {} images of {}; {} evaluation images from {}",
+        "{name} at {size}: calibrated ({method}) on {} images of {}; {} evaluation images from {}",
         calib.len(),
         calib_dir.display(),
         eval.len(),

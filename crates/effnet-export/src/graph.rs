@@ -409,6 +409,25 @@ impl Graph {
     }
 }
 
+/// The ReLU/ReLU6 output that a conv output `t` can be fused with: `t` must come from a conv
+/// and have that activation as its only reader.
+pub(crate) fn fused_activation(
+    graph: &Graph,
+    consumers: &[Vec<usize>],
+    t: TensorId,
+) -> Option<TensorId> {
+    let from_conv = graph
+        .nodes
+        .iter()
+        .any(|n| n.output == t && matches!(n.op, Op::Conv(_)));
+    match consumers[t].as_slice() {
+        [only] if from_conv && matches!(graph.nodes[*only].op, Op::Relu | Op::Relu6) => {
+            Some(graph.nodes[*only].output)
+        }
+        _ => None,
+    }
+}
+
 /// Runs a [`Graph`] with burn ops, weights uploaded once: the reference for the writers' layouts
 /// and the place where a calibrator observes every tensor.
 pub struct Evaluator<'g> {

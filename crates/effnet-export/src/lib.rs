@@ -4,7 +4,8 @@
 //! OpenVINO can run, and a TensorFlow Lite flatbuffer for LiteRT (phones, microcontrollers,
 //! XNNPACK), each in f32 or full-integer int8, with BatchNorm folded into the convs and the
 //! preprocessing recorded as metadata. Both writers lower one format-neutral [`Graph`]; int8
-//! exports take calibration ranges keyed by its tensor names ([`ActivationRanges`]).
+//! exports lower effnet's calibrated `effnet_cpu::quant::QuantModel` onto it ([`Int8Options`]),
+//! so they hold the same numbers as effnet's int8 `.bpk`.
 //! Half-precision native weights live with the other native formats in
 //! [`effnet_model::weights`] (see [`effnet_model::StoragePrecision`]).
 //!
@@ -24,9 +25,9 @@ use std::path::Path;
 mod error;
 mod flatbuffer;
 mod graph;
+mod int8;
 mod meta;
 mod onnx;
-mod quant;
 mod tflite;
 
 /// ONNX's protobuf messages, generated at build time from `proto/onnx.proto`.
@@ -48,11 +49,8 @@ pub use error::ExportError;
 pub use graph::{
     ConvOp, DenseOp, Evaluator, Graph, INPUT_NAME, Node, OUTPUT_NAME, Op, TensorId, TensorInfo,
 };
+pub use int8::{Int8Options, IoType};
 pub use onnx::{BatchSize, MAX_OPSET, MIN_OPSET, OnnxOptions, export_onnx, onnx_bytes, write_onnx};
-pub use quant::{
-    ActivationRanges, ChannelQuant, Int8Options, IoType, QParams, Range, WeightGranularity,
-    activation_params, calibrate_minmax, quantize_bias, quantize_per_channel, quantize_weights,
-};
 pub use tflite::{TfliteOptions, export_tflite, graph_to_tflite, tflite_bytes, write_tflite};
 
 /// Writes `bytes` to `path` atomically and durably (effnet's one write path,

@@ -8,13 +8,14 @@ use prost::Message;
 
 use crate::error::ExportError;
 use crate::graph::{Graph, INPUT_NAME, OUTPUT_NAME, Op, TensorId};
+use crate::int8::{GraphQuant, Int8Options, IoType, map};
 use crate::meta::{Layout, check_labels, metadata};
 use crate::proto::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
     TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto,
     tensor_shape_proto, type_proto,
 };
-use crate::quant::{GraphQuant, Int8Options, IoType, QParams, graph_quant};
+use effnet_cpu::quant::QParams;
 
 /// Oldest opset the exporter writes (every op it uses has its current form there).
 pub const MIN_OPSET: i64 = 17;
@@ -420,7 +421,7 @@ fn lower(
     int8: Option<&Int8Options>,
 ) -> Result<(Vec<NodeProto>, Vec<TensorProto>), ExportError> {
     let quant = match int8 {
-        Some(o) => Some((graph_quant(graph, o)?, o.input, o.output)),
+        Some(o) => Some((map(graph, &o.model)?, o.input, o.output)),
         None => None,
     };
     let mut l = Lowering {

@@ -13,11 +13,14 @@ use std::path::Path;
 use effnet_model::Pretrained;
 
 use crate::error::ExportError;
-use crate::graph::{ConvOp, DenseOp, Graph, INPUT_NAME, OUTPUT_NAME, Op, TensorId, same_pads};
+use crate::graph::{
+    ConvOp, DenseOp, Graph, INPUT_NAME, OUTPUT_NAME, Op, TensorId, fused_activation, same_pads,
+};
+use crate::int8::{GraphQuant, Int8Options, IoType, map};
 use crate::meta::{Layout, check_labels, metadata};
 use crate::onnx::BatchSize;
-use crate::quant::{GraphQuant, Int8Options, IoType, QParams, fused_activation, graph_quant};
 use crate::tflite_schema as fb;
+use effnet_cpu::quant::QParams;
 
 /// Schema version written in `Model.version`.
 const SCHEMA_VERSION: u32 = 3;
@@ -120,7 +123,7 @@ pub fn graph_to_tflite(
     meta: &[(String, String)],
 ) -> Result<fb::Model, ExportError> {
     let quant = match int8 {
-        Some(q) => Some(graph_quant(graph, q)?),
+        Some(q) => Some(map(graph, &q.model)?),
         None => None,
     };
     let mut w = Writer {

@@ -14,8 +14,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use effnet_export::{
-    BatchSize, Graph, Int8Options, IoType, TfliteOptions, calibrate_minmax, tflite_bytes,
-    write_tflite,
+    BatchSize, Graph, Int8Options, IoType, TfliteOptions, tflite_bytes, write_tflite,
 };
 use effnet_model::Pretrained;
 use support::{bundled, effnet_logits, max_abs_diff, parity_fixture, photo_batch, top1};
@@ -231,15 +230,13 @@ fn silu_se_v2_lowers_to_logistic_mul_and_pad() {
 #[test]
 fn int8_model_is_integer_inside_with_float_or_int8_boundary() {
     let pre = parity_fixture("tv_v2_tiny", "tv_v2_tiny.pth");
-    let (input, shape) = photo_batch(&pre.preprocess);
-    let ranges = photo_ranges(&pre, &input, shape);
+    let quant = support::photo_quant(&pre);
     for io in [IoType::Float32, IoType::Int8] {
         let options = TfliteOptions {
             int8: Some(Int8Options {
-                ranges: ranges.clone(),
+                model: quant.clone(),
                 input: io,
                 output: io,
-                ..Int8Options::default()
             }),
             ..TfliteOptions::default()
         };
@@ -266,35 +263,20 @@ fn int8_model_is_integer_inside_with_float_or_int8_boundary() {
     }
 }
 
-/// Calibration ranges from min/max over the photos.
-fn photo_ranges(
-    pre: &Pretrained,
-    input: &[f32],
-    shape: [usize; 4],
-) -> effnet_export::ActivationRanges {
-    let device = Device::flex();
-    let model = pre.model.clone().fold_batchnorm();
-    let size = pre.preprocess.crop;
-    let graph = Graph::from_model(&model, [size, size]).expect("graph");
-    let x = Tensor::<4>::from_data(TensorData::new(input.to_vec(), shape), &device);
-    calibrate_minmax(&graph, [Ok::<_, ()>(x)], &device).expect("calibration")
-}
-
 #[test]
 fn int8_lite0_keeps_top1_on_photos_in_litert() {
     let pre = bundled();
     let (input, shape) = photo_batch(&pre.preprocess);
-    let ranges = photo_ranges(&pre, &input, shape);
+    let quant = support::photo_quant(&pre);
     let classes = pre.config.num_classes;
     let f32_top1 = top1(&effnet_logits(&pre, &input, shape), classes);
     for (io, what) in [(IoType::Float32, "float_io"), (IoType::Int8, "int8_io")] {
         let options = TfliteOptions {
             batch: BatchSize::Fixed(shape[0]),
             int8: Some(Int8Options {
-                ranges: ranges.clone(),
+                model: quant.clone(),
                 input: io,
                 output: io,
-                ..Int8Options::default()
             }),
             ..TfliteOptions::default()
         };
@@ -320,12 +302,13 @@ fn int8_lite0_keeps_top1_on_photos_in_litert() {
 fn int8_silu_se_v2_runs_in_litert_close_to_f32() {
     let pre = parity_fixture("tv_v2_tiny", "tv_v2_tiny.pth");
     let (input, shape) = photo_batch(&pre.preprocess);
-    let ranges = photo_ranges(&pre, &input, shape);
+    let quant = support::photo_quant(&pre);
     let options = TfliteOptions {
         batch: BatchSize::Fixed(shape[0]),
         int8: Some(Int8Options {
-            ranges,
-            ..Int8Options::default()
+            model: quant,
+            input: IoType::Float32,
+            output: IoType::Float32,
         }),
         ..TfliteOptions::default()
     };
@@ -354,15 +337,21 @@ fn bad_options_are_errors_not_panics() {
     )
     .expect_err("batch 0");
     assert!(err.to_string().contains("batch"), "{err}");
+    // An int8 model calibrated for another network is refused, naming the mismatch.
+    let other = support::photo_quant(&parity_fixture("tv_v2_tiny", "tv_v2_tiny.pth"));
     let err = tflite_bytes(
         &pre,
         &TfliteOptions {
-            int8: Some(Int8Options::default()),
+            int8: Some(Int8Options {
+                model: other,
+                input: IoType::Float32,
+                output: IoType::Float32,
+            }),
             ..TfliteOptions::default()
         },
     )
-    .expect_err("no ranges");
-    assert!(err.to_string().contains("no calibration range"), "{err}");
+    .expect_err("another network's int8 model");
+    assert!(err.to_string().contains("does not match"), "{err}");
     let err = write_tflite(
         Path::new("/nonexistent/dir/m.tflite"),
         &pre,

@@ -14,8 +14,7 @@ use burn::prelude::*;
 use burn::tensor::Distribution;
 use effnet_export::proto::ModelProto;
 use effnet_export::{
-    ActivationRanges, BatchSize, Graph, Int8Options, IoType, OnnxOptions, calibrate_minmax,
-    export_onnx, onnx_bytes, write_onnx,
+    BatchSize, Int8Options, IoType, OnnxOptions, export_onnx, onnx_bytes, write_onnx,
 };
 use effnet_model::weights::default_preprocess;
 use effnet_model::{EfficientNetConfig, Pretrained, import_pytorch};
@@ -243,16 +242,6 @@ fn bad_options_are_errors_not_panics() {
     assert!(err.to_string().contains("/nonexistent/dir/m.onnx"), "{err}");
 }
 
-/// Calibration ranges from min/max over the photos.
-fn photo_ranges(pre: &Pretrained, input: &[f32], shape: [usize; 4]) -> ActivationRanges {
-    let device = Device::flex();
-    let model = pre.model.clone().fold_batchnorm();
-    let size = pre.preprocess.crop;
-    let graph = Graph::from_model(&model, [size, size]).expect("graph");
-    let x = Tensor::<4>::from_data(TensorData::new(input.to_vec(), shape), &device);
-    calibrate_minmax(&graph, [Ok::<_, ()>(x)], &device).expect("calibration")
-}
-
 /// Exports `pre` as a QDQ graph and runs it in ONNX Runtime; `None` when skipped.
 fn qdq_logits(
     what: &str,
@@ -280,15 +269,14 @@ fn qdq_logits(
 fn int8_qdq_lite0_keeps_top1_on_photos_in_onnxruntime() {
     let pre = bundled();
     let (input, shape) = photo_batch(&pre.preprocess);
-    let ranges = photo_ranges(&pre, &input, shape);
+    let quant = support::photo_quant(&pre);
     let classes = pre.config.num_classes;
     let f32_top1 = top1(&effnet_logits(&pre, &input, shape), classes);
     for io in [IoType::Float32, IoType::Int8] {
         let int8 = Int8Options {
-            ranges: ranges.clone(),
+            model: quant.clone(),
             input: io,
             output: io,
-            ..Int8Options::default()
         };
         let Some(logits) = qdq_logits(&format!("lite0_qdq_{io:?}"), &pre, int8, &input, shape)
         else {
@@ -305,8 +293,9 @@ fn int8_qdq_silu_se_v2_runs_in_onnxruntime_close_to_f32() {
     let pre = parity_fixture("tv_v2_tiny", "tv_v2_tiny.pth");
     let (input, shape) = photo_batch(&pre.preprocess);
     let int8 = Int8Options {
-        ranges: photo_ranges(&pre, &input, shape),
-        ..Int8Options::default()
+        model: support::photo_quant(&pre),
+        input: IoType::Float32,
+        output: IoType::Float32,
     };
     let Some(theirs) = qdq_logits("tv_v2_tiny_qdq", &pre, int8, &input, shape) else {
         return;
@@ -330,11 +319,11 @@ fn int8_qdq_graph_runs_as_integer_kernels_in_onnxruntime() {
         return;
     }
     let pre = bundled();
-    let (input, shape) = photo_batch(&pre.preprocess);
     let options = OnnxOptions {
         int8: Some(Int8Options {
-            ranges: photo_ranges(&pre, &input, shape),
-            ..Int8Options::default()
+            model: support::photo_quant(&pre),
+            input: IoType::Float32,
+            output: IoType::Float32,
         }),
         ..OnnxOptions::default()
     };

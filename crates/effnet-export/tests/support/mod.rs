@@ -139,3 +139,16 @@ pub fn parity_fixture(name: &str, weights: &str) -> Pretrained {
         labels: None,
     }
 }
+
+/// effnet's int8 model of `pre`, calibrated (min/max) on the bundled photos with effnet's own
+/// calibrator (what `--precision int8 --calib` runs).
+pub fn photo_quant(pre: &Pretrained) -> effnet_cpu::quant::QuantModel {
+    use effnet_cpu::quant::{RangeMethod, calib::Calibrator};
+    let folded = pre.model.clone().fold_batchnorm();
+    let plan = effnet_model::native::plan(&folded, &pre.config).expect("native plan");
+    let mut cal = Calibrator::new(plan).expect("calibrator");
+    let (input, [n, _, h, w]) = photo_batch(&pre.preprocess);
+    cal.observe(&input, n, h, w, effnet_cpu::Layout::Nchw)
+        .expect("calibration");
+    cal.finish(RangeMethod::MinMax).expect("int8 model")
+}
