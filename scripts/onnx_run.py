@@ -5,7 +5,9 @@
 
 INPUT.f32 holds N*C*H*W little-endian float32 values (NCHW); the first graph output is written
 to OUTPUT.f32 the same way. When the `onnx` package is installed the model is first validated
-with onnx.checker (full_check: shape inference included). Exit status 3 means onnxruntime or
+with onnx.checker (full_check: shape inference included). An int8 input (effnet's QDQ export
+with --input-type int8) is quantised with the model's `input.scale`/`input.zero_point`, an int8
+output dequantised with `logits.scale`/`logits.zero_point` (these need `onnx`). Exit status 3 means onnxruntime or
 numpy is not installed (`pip install onnxruntime numpy onnx`).
 """
 import sys
@@ -34,8 +36,19 @@ def main() -> int:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
     session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    (y,) = session.run(None, {name: x})[:1]
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    consts = {}
+    if "int8" in inputs[0].type or "int8" in outputs[0].type:
+        from onnx import numpy_helper
+
+        consts = {t.name: numpy_helper.to_array(t) for t in onnx.load(model).graph.initializer}
+    if "int8" in inputs[0].type:
+        scale, zero = float(consts["input.scale"]), int(consts["input.zero_point"])
+        x = np.clip(np.round(x / scale) + zero, -128, 127).astype(np.int8)
+    (y,) = session.run(None, {inputs[0].name: x})[:1]
+    if "int8" in outputs[0].type:
+        scale, zero = float(consts["logits.scale"]), int(consts["logits.zero_point"])
+        y = (y.astype(np.float32) - zero) * scale
     np.ascontiguousarray(y, dtype="<f4").tofile(out)
     print(f"onnxruntime {ort.__version__}: output {list(y.shape)}")
     return 0

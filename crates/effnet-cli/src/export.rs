@@ -1,5 +1,7 @@
-//! `effnet export`: weights out of effnet, as ONNX (for ONNX Runtime, TensorRT, OpenVINO) or as
-//! a native `.bpk` at a chosen storage precision (f16 halves the file).
+//! `effnet export`: weights out of effnet, as ONNX (for ONNX Runtime, TensorRT, OpenVINO), as
+//! TensorFlow Lite (LiteRT on phones and edge devices) — each in f32 or full-integer int8
+//! calibrated on a folder of images — or as a native `.bpk` at a chosen storage precision (f16
+//! halves the file).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,7 +9,9 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use effnet::Device;
-use effnet_export::{BatchSize, MIN_OPSET, OnnxOptions, write_onnx};
+use effnet_export::{
+    BatchSize, Int8Options, IoType, MIN_OPSET, OnnxOptions, TfliteOptions, write_onnx, write_tflite,
+};
 use effnet_model::{Pretrained, StoragePrecision};
 
 use crate::args::ModelArgs;
@@ -15,19 +19,43 @@ use crate::args::ModelArgs;
 /// Output format of `effnet export`.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum ExportFormat {
-    /// ONNX graph (BatchNorm folded, preprocessing in metadata_props).
+    /// ONNX graph (BatchNorm folded, preprocessing in metadata_props; int8: QDQ).
     Onnx,
+    /// TensorFlow Lite flatbuffer for LiteRT (NHWC, builtin ops, preprocessing in metadata).
+    Tflite,
     /// effnet's native burnpack, loadable by `effnet infer --weights`.
     Bpk,
 }
 
-/// Storage precision of `--format bpk`.
+/// Precision of the exported model.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum PrecisionArg {
     /// 32-bit floats.
     F32,
-    /// 16-bit conv/linear weights, f32 BatchNorm (half the size; computation stays f32).
+    /// `--format bpk`: 16-bit conv/linear weights, f32 BatchNorm (half the size; computation
+    /// stays f32).
     F16,
+    /// `--format onnx|tflite`: full-integer int8 (weights per output channel, activations per
+    /// tensor), calibrated on the images of `--calib`.
+    Int8,
+}
+
+/// Element type at the boundary of an int8 model.
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+pub enum IoTypeArg {
+    /// float32, quantised inside the model (a drop-in for the f32 model).
+    F32,
+    /// int8 with the tensor's scale and zero point.
+    Int8,
+}
+
+impl From<IoTypeArg> for IoType {
+    fn from(a: IoTypeArg) -> Self {
+        match a {
+            IoTypeArg::F32 => IoType::Float32,
+            IoTypeArg::Int8 => IoType::Int8,
+        }
+    }
 }
 
 /// Arguments of `effnet export`.
@@ -58,24 +86,37 @@ pub struct ExportArgs {
     /// ONNX opset (17 to 21).
     #[arg(long, default_value_t = MIN_OPSET)]
     pub opset: i64,
-    /// Storage precision of `--format bpk`.
+    /// Precision: f32, f16 (`--format bpk`) or int8 (`--format onnx|tflite`, with `--calib`).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
+    /// Calibration images for `--precision int8`: a folder (walked recursively) or files,
+    /// preprocessed as the model expects; a few hundred typical images are plenty.
+    #[arg(long, value_name = "DIR")]
+    pub calib: Option<PathBuf>,
+    /// At most this many calibration images (the first ones in sorted order).
+    #[arg(long, default_value_t = 200, value_name = "N")]
+    pub calib_images: usize,
+    /// Element type of an int8 model's input.
+    #[arg(long, value_enum, default_value_t = IoTypeArg::F32)]
+    pub input_type: IoTypeArg,
+    /// Element type of an int8 model's output.
+    #[arg(long, value_enum, default_value_t = IoTypeArg::F32)]
+    pub output_type: IoTypeArg,
 }
 
 /// Runs `effnet export`.
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let device = Device::flex();
-    if a.format == ExportFormat::Bpk && (a.batch.is_some() || a.dynamic_batch || a.size.is_some()) {
-        bail!("--batch-size, --dynamic-batch and --img-size apply to --format onnx only");
-    }
-    if a.format == ExportFormat::Onnx && a.precision != PrecisionArg::F32 {
-        bail!("--precision applies to --format bpk only (ONNX export is f32)");
-    }
+    check_args(&a)?;
     let weights = a.model.weights_spec();
     let pre = effnet::load_pretrained(&weights.parse()?, a.model.model.as_deref(), &device)?;
+    let int8 = match a.precision {
+        PrecisionArg::Int8 => Some(int8_options(&a, &pre)?),
+        _ => None,
+    };
     match a.format {
-        ExportFormat::Onnx => export_onnx(&a, &pre)?,
+        ExportFormat::Onnx => export_onnx(&a, &pre, int8)?,
+        ExportFormat::Tflite => export_tflite(&a, &pre, int8)?,
         ExportFormat::Bpk => export_bpk(&a, &pre)?,
     }
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
@@ -89,30 +130,124 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn export_onnx(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
-    let batch = match (a.batch, a.dynamic_batch) {
+/// Rejects flag combinations that mean nothing, naming the flags.
+fn check_args(a: &ExportArgs) -> anyhow::Result<()> {
+    let graph_format = a.format != ExportFormat::Bpk;
+    if !graph_format && (a.batch.is_some() || a.dynamic_batch || a.size.is_some()) {
+        bail!("--batch-size, --dynamic-batch and --img-size apply to --format onnx|tflite only");
+    }
+    match a.precision {
+        PrecisionArg::F16 if graph_format => {
+            bail!("--precision f16 applies to --format bpk only (ONNX/TFLite: f32 or int8)")
+        }
+        PrecisionArg::Int8 if !graph_format => {
+            bail!("--precision int8 applies to --format onnx|tflite")
+        }
+        PrecisionArg::Int8 if a.calib.is_none() => {
+            bail!("--precision int8 needs calibration images: --calib DIR")
+        }
+        PrecisionArg::Int8 if a.calib_images == 0 => bail!("--calib-images must be at least 1"),
+        PrecisionArg::Int8 => {}
+        _ if a.calib.is_some() => bail!("--calib applies to --precision int8 only"),
+        _ if a.input_type != IoTypeArg::F32 || a.output_type != IoTypeArg::F32 => {
+            bail!("--input-type/--output-type apply to --precision int8 only")
+        }
+        _ => {}
+    }
+    if a.format == ExportFormat::Tflite && a.opset != MIN_OPSET {
+        bail!("--opset applies to --format onnx only");
+    }
+    Ok(())
+}
+
+fn batch(a: &ExportArgs) -> BatchSize {
+    match (a.batch, a.dynamic_batch) {
         (_, true) => BatchSize::Dynamic,
         (Some(n), false) => BatchSize::Fixed(n),
         (None, false) => BatchSize::Fixed(1),
-    };
-    let labels = pre
-        .labels
+    }
+}
+
+fn labels(pre: &Pretrained) -> Vec<String> {
+    pre.labels
         .clone()
-        .unwrap_or_else(|| effnet::default_labels(pre.config.num_classes));
+        .unwrap_or_else(|| effnet::default_labels(pre.config.num_classes))
+}
+
+/// Calibration with effnet's own calibrator (`effnet_cpu::quant::calib`, the one that makes
+/// int8 `.bpk` files; min/max ranges): the images of `--calib`, preprocessed as the model
+/// expects, through the native engine; the exporters then lower the int8 model as it is.
+fn int8_options(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<Int8Options> {
+    use effnet_cpu::quant::RangeMethod;
+    use effnet_cpu::quant::calib::Calibrator;
+    let dir = a.calib.as_ref().context("--calib DIR is required")?;
+    let (mut files, errors) = effnet::collect_images(std::slice::from_ref(dir));
+    if let Some(e) = errors.into_iter().next() {
+        bail!("--calib: {e}");
+    }
+    // At most --calib-images, spread over the sorted list (every class folder contributes).
+    let n = files.len();
+    if n > a.calib_images {
+        files = (0..a.calib_images)
+            .map(|i| files[i * n / a.calib_images].clone())
+            .collect();
+    }
+    let folded = pre.model.clone().fold_batchnorm();
+    let plan = effnet_model::native::plan(&folded, &pre.config)
+        .map_err(|e| anyhow::anyhow!("int8 needs the native CPU engine: {e}"))?;
+    let mut cal = Calibrator::new(plan)?;
+    let p = &pre.preprocess;
+    let per = 3 * p.crop * p.crop;
+    for chunk in files.chunks(8) {
+        let mut buf = vec![0f32; per * chunk.len()];
+        for (slot, path) in buf.chunks_mut(per).zip(chunk) {
+            p.apply_into(&effnet::load_rgb(path).context("--calib")?, slot);
+        }
+        cal.observe(&buf, chunk.len(), p.crop, p.crop, effnet_cpu::Layout::Nchw)?;
+    }
+    eprintln!(
+        "calibrated int8 (min/max) on {} images from {}",
+        cal.images(),
+        dir.display()
+    );
+    Ok(Int8Options {
+        model: cal.finish(RangeMethod::MinMax)?,
+        input: a.input_type.into(),
+        output: a.output_type.into(),
+    })
+}
+
+fn export_onnx(a: &ExportArgs, pre: &Pretrained, int8: Option<Int8Options>) -> anyhow::Result<()> {
     let options = OnnxOptions {
-        batch,
+        batch: batch(a),
         opset: a.opset,
         input_size: a.size,
-        labels: Some(labels),
+        labels: Some(labels(pre)),
+        int8,
     };
     write_onnx(&a.output, pre, &options)
         .with_context(|| format!("exporting {} to ONNX", a.model.weights_spec()))
 }
 
+fn export_tflite(
+    a: &ExportArgs,
+    pre: &Pretrained,
+    int8: Option<Int8Options>,
+) -> anyhow::Result<()> {
+    let options = TfliteOptions {
+        batch: batch(a),
+        input_size: a.size,
+        labels: Some(labels(pre)),
+        int8,
+    };
+    write_tflite(&a.output, pre, &options)
+        .with_context(|| format!("exporting {} to TFLite", a.model.weights_spec()))
+}
+
 fn export_bpk(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
     let precision = match a.precision {
-        PrecisionArg::F32 => StoragePrecision::F32,
         PrecisionArg::F16 => StoragePrecision::F16,
+        _ => StoragePrecision::F32,
     };
     effnet_model::save_native_as(
         &a.output,

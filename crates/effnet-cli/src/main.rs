@@ -31,7 +31,7 @@ enum Command {
     Infer(infer::InferArgs),
     /// Convert PyTorch (torchvision / timm / lukemelas) weights into effnet's .bpk format.
     Import(import::ImportArgs),
-    /// Export weights as ONNX, or as a .bpk at another precision (f16).
+    /// Export as ONNX or TFLite (f32 or calibrated int8), or as a .bpk at another precision (f16).
     Export(export::ExportArgs),
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),

@@ -29,6 +29,58 @@ fn export_onnx_writes_a_protobuf_model_with_metadata() {
 }
 
 #[test]
+fn export_tflite_writes_a_flatbuffer_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lite0.tflite");
+    let p = path.to_str().unwrap();
+    let out = effnet(&["export", "--format", "tflite", "-o", p]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(&bytes[4..8], b"TFL3");
+    assert!(
+        bytes.len() > 18_000_000 && bytes.len() < 20_000_000,
+        "{} bytes",
+        bytes.len()
+    );
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has("preprocess.mean") && has("tiger cat") && has("NHWC"));
+    assert!(!dir.path().join("lite0.tflite.tmp").exists());
+}
+
+#[test]
+fn int8_exports_are_calibrated_on_a_folder_and_a_quarter_the_size() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, file, f32_bytes) in [
+        ("tflite", "q.tflite", 18_700_000),
+        ("onnx", "q.onnx", 18_600_000),
+    ] {
+        let path = dir.path().join(file);
+        let p = path.to_str().unwrap();
+        let out = effnet(&[
+            "export",
+            "--format",
+            format,
+            "--precision",
+            "int8",
+            "--calib",
+            "tests/data/photos",
+            "--input-type",
+            "int8",
+            "-o",
+            p,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("calibrated int8 (min/max) on 4 images"),
+            "{}",
+            text(&out.stderr)
+        );
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size * 100 < f32_bytes * 30, "{format}: {size} bytes");
+    }
+}
+
+#[test]
 fn f16_bpk_is_half_size_and_classifies_like_the_bundled_weights() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lite0_f16.bpk");
@@ -83,7 +135,53 @@ fn export_errors_are_one_line() {
     );
     assert_clean_error(
         &effnet(&["export", "--format", "bpk", "--batch", "4", "-o", o]),
-        "--format onnx only",
+        "--format onnx|tflite only",
+    );
+    assert_clean_error(
+        &effnet(&[
+            "export",
+            "--format",
+            "tflite",
+            "--precision",
+            "int8",
+            "-o",
+            o,
+        ]),
+        "--calib DIR",
+    );
+    assert_clean_error(
+        &effnet(&[
+            "export",
+            "--format",
+            "tflite",
+            "--precision",
+            "f16",
+            "-o",
+            o,
+        ]),
+        "--precision f16 applies to --format bpk",
+    );
+    assert_clean_error(
+        &effnet(&["export", "--calib", "tests/data/photos", "-o", o]),
+        "--calib applies to --precision int8",
+    );
+    assert_clean_error(
+        &effnet(&["export", "--format", "tflite", "--opset", "18", "-o", o]),
+        "--opset applies to --format onnx",
+    );
+    assert_clean_error(
+        &effnet(&[
+            "export",
+            "--format",
+            "onnx",
+            "--precision",
+            "int8",
+            "--calib",
+            "/nonexistent/calib",
+            "-o",
+            o,
+        ]),
+        "/nonexistent/calib",
     );
     assert_clean_error(
         &effnet(&["export", "-o", "/nonexistent/dir/x.onnx"]),

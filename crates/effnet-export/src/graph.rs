@@ -1,61 +1,149 @@
-//! Lowers a (BatchNorm-folded) [`EfficientNet`] to ONNX nodes and initializers, layer by layer,
-//! tracking the spatial size so that every conv gets the explicit pads burn computes.
+//! The folded network as a format-neutral graph: primitive ops (conv, activations, elementwise
+//! products and sums, global mean, dense) on named tensors, with burn-layout weights and the
+//! explicit conv pads burn computes for the exported input size. The ONNX and TFLite writers
+//! both lower this one graph, each to its own layout; quantisation parameters are keyed by its
+//! tensor names, and [`Evaluator`] runs it (burn ops) so that a calibrator can observe them.
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::prelude::*;
+use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
 use effnet_model::{Activation, Block, EfficientNet, SqueezeExcite};
 
 use crate::error::ExportError;
-use crate::proto::{AttributeProto, NodeProto, TensorProto, attribute_proto, tensor_proto};
 
-/// A value flowing through the graph: its name and spatial size `[h, w]`.
-#[derive(Clone, Debug)]
-pub struct Value {
-    /// ONNX value name.
+/// Index of a tensor in [`Graph::tensors`].
+pub type TensorId = usize;
+
+/// Name of the graph input (normalised RGB images).
+pub const INPUT_NAME: &str = "input";
+/// Name of the graph output (`[N, classes]` logits, before softmax).
+pub const OUTPUT_NAME: &str = "logits";
+
+/// One activation tensor of the graph (per image: the batch dimension is the writer's).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// Unique name (`input`, `logits`, or `<layer>:out`, e.g. `blocks.1.0.conv_pw.relu6:out`).
     pub name: String,
-    /// Height and width of this NCHW value.
-    pub hw: [usize; 2],
+    /// Channels (features for a flat tensor).
+    pub channels: usize,
+    /// Height and width of a feature map; `None` for a flat `[N, channels]` tensor.
+    pub hw: Option<[usize; 2]>,
 }
 
-/// Nodes and weights of the graph under construction.
-#[derive(Default)]
-pub struct GraphBuilder {
+/// A 2-D convolution with burn's weight layout and explicit pads.
+#[derive(Clone, Debug)]
+pub struct ConvOp {
+    /// `[out, in / groups, kh, kw]`, row-major.
+    pub weight: Vec<f32>,
+    /// Dimensions of `weight`.
+    pub weight_dims: [usize; 4],
+    /// `[out]` (zeros where the conv had none).
+    pub bias: Vec<f32>,
+    /// Vertical and horizontal stride.
+    pub stride: [usize; 2],
+    /// Vertical and horizontal dilation.
+    pub dilation: [usize; 2],
+    /// `[top, left, bottom, right]` zero padding of the input.
+    pub pads: [usize; 4],
+    /// Channel groups (1: dense conv; `out` with one input channel each: depthwise).
+    pub groups: usize,
+}
+
+impl ConvOp {
+    /// Output channels.
+    pub fn out_channels(&self) -> usize {
+        self.weight_dims[0]
+    }
+
+    /// Whether every output channel reads exactly one input channel of its own.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.weight_dims[1] == 1 && self.groups == self.weight_dims[0]
+    }
+
+    /// Output height and width for an input of size `hw`.
+    pub fn out_hw(&self, hw: [usize; 2]) -> [usize; 2] {
+        let [_, _, kh, kw] = self.weight_dims;
+        let [t, l, b, r] = self.pads;
+        let axis = |n: usize, before: usize, after: usize, k: usize, s: usize, d: usize| {
+            (n + before + after).saturating_sub(d * (k - 1) + 1) / s + 1
+        };
+        [
+            axis(hw[0], t, b, kh, self.stride[0], self.dilation[0]),
+            axis(hw[1], l, r, kw, self.stride[1], self.dilation[1]),
+        ]
+    }
+}
+
+/// A fully connected layer with burn's `[in, out]` weight layout.
+#[derive(Clone, Debug)]
+pub struct DenseOp {
+    /// `[in, out]`, row-major.
+    pub weight: Vec<f32>,
+    /// Input features and output features.
+    pub dims: [usize; 2],
+    /// `[out]`.
+    pub bias: Vec<f32>,
+}
+
+/// What a node computes.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Convolution (input: one feature map).
+    Conv(ConvOp),
+    /// `max(x, 0)`.
+    Relu,
+    /// `min(max(x, 0), 6)`.
+    Relu6,
+    /// `1 / (1 + exp(-x))`.
+    Sigmoid,
+    /// Elementwise product of two inputs; the second may be `[N, C, 1, 1]` (broadcast over H, W).
+    Mul,
+    /// Elementwise sum of two inputs of the same shape.
+    Add,
+    /// Average over height and width: `[N, C, 1, 1]` with `keep_dims`, else flat `[N, C]`.
+    Mean {
+        /// Keep the pooled map as `1×1` instead of flattening it.
+        keep_dims: bool,
+    },
+    /// Fully connected layer on a flat tensor.
+    Dense(DenseOp),
+}
+
+/// One operation: its inputs and its output tensor.
+#[derive(Clone, Debug)]
+pub struct Node {
+    /// Layer name (the model's module path plus the op, e.g. `blocks.0.0.conv_dw.relu6`).
+    pub name: String,
+    /// What it computes.
+    pub op: Op,
+    /// Input tensors.
+    pub inputs: Vec<TensorId>,
+    /// Output tensor.
+    pub output: TensorId,
+}
+
+/// The whole folded network for one input size, nodes in execution order.
+#[derive(Clone, Debug)]
+pub struct Graph {
+    /// Every activation tensor, the input first.
+    pub tensors: Vec<TensorInfo>,
     /// Nodes in topological order.
-    pub nodes: Vec<NodeProto>,
-    /// Weights and constants.
-    pub initializers: Vec<TensorProto>,
-    relu6_bounds: bool,
+    pub nodes: Vec<Node>,
+    /// The image input `[N, 3, H, W]`.
+    pub input: TensorId,
+    /// The logits `[N, classes]`.
+    pub output: TensorId,
 }
 
-fn attr_ints(name: &str, values: &[usize]) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(attribute_proto::AttributeType::Ints as i32),
-        ints: values.iter().map(|&v| v as i64).collect(),
-        ..Default::default()
-    }
-}
-
-fn attr_int(name: &str, value: i64) -> AttributeProto {
-    AttributeProto {
-        name: Some(name.into()),
-        r#type: Some(attribute_proto::AttributeType::Int as i32),
-        i: Some(value),
-        ..Default::default()
-    }
-}
-
-/// An f32 initializer with raw little-endian data.
-pub fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
-    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-    TensorProto {
-        name: Some(name.into()),
-        dims: dims.iter().map(|&d| d as i64).collect(),
-        data_type: Some(tensor_proto::DataType::Float as i32),
-        raw_data: Some(raw),
-        ..Default::default()
-    }
+/// The one-line refusal for a layer the exporters do not write yet.
+fn unsupported_layer(layer: &str) -> ExportError {
+    ExportError::Unsupported(format!(
+        "the ONNX/TFLite export does not support {layer} layers yet (this model runs on the burn \
+         engine only; see docs/models.md)"
+    ))
 }
 
 fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ExportError> {
@@ -66,22 +154,15 @@ fn values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ExportError> {
 }
 
 /// `(begin, end)` padding of TensorFlow/burn "same": output `ceil(in / stride)`, extra pixel at
-/// the end (bottom/right), like burn's `PaddingConfig2d::Same` and ONNX's `SAME_UPPER`.
-fn same_pads(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
+/// the end (bottom/right), like burn's `PaddingConfig2d::Same`, ONNX's `SAME_UPPER` and TFLite's
+/// `SAME`; `kernel` is the dilated extent.
+pub(crate) fn same_pads(size: usize, kernel: usize, stride: usize) -> (usize, usize) {
     let out = size.div_ceil(stride);
     let total = ((out.max(1) - 1) * stride + kernel).saturating_sub(size);
     (total / 2, total - total / 2)
 }
 
-/// The one-line refusal for a layer the ONNX export does not write yet.
-fn unsupported_layer(layer: &str) -> ExportError {
-    ExportError::Unsupported(format!(
-        "the ONNX export does not support {layer} layers yet (this model runs on the burn \
-         engine only; see docs/models.md)"
-    ))
-}
-
-/// `[top, left, bottom, right]` pads of `conv` for an input of size `hw`.
+/// `[top, left, bottom, right]` pads of `conv` for an input of size `hw`, as burn pads it.
 fn conv_pads(conv: &Conv2d, hw: [usize; 2]) -> [usize; 4] {
     match conv.padding {
         PaddingConfig2d::Valid => [0; 4],
@@ -94,154 +175,213 @@ fn conv_pads(conv: &Conv2d, hw: [usize; 2]) -> [usize; 4] {
     }
 }
 
-impl GraphBuilder {
+impl Graph {
+    /// Lowers a BatchNorm-folded `model` for `[h, w]` inputs.
+    pub fn from_model(model: &EfficientNet, hw: [usize; 2]) -> Result<Self, ExportError> {
+        if model.norm1.is_some() {
+            return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
+        }
+        // CondConv blocks keep their BatchNorms when folding: name the layer, not the fold.
+        if model
+            .blocks
+            .iter()
+            .flatten()
+            .any(|b| matches!(b, Block::CondConvResidual(_)))
+        {
+            return Err(unsupported_layer("CondConv"));
+        }
+        if !model.is_folded() {
+            return Err(ExportError::Unsupported(
+                "BatchNorm must be folded first (EfficientNet::fold_batchnorm)".into(),
+            ));
+        }
+        let mut g = Graph {
+            tensors: vec![TensorInfo {
+                name: INPUT_NAME.into(),
+                channels: 3,
+                hw: Some(hw),
+            }],
+            nodes: Vec::new(),
+            input: 0,
+            output: 0,
+        };
+        let x = g.conv("conv_stem", &model.conv_stem, 0)?;
+        let mut x = g.activate("conv_stem", model.act, x);
+        for (s, stage) in model.blocks.iter().enumerate() {
+            for (j, block) in stage.iter().enumerate() {
+                x = g.block(&format!("blocks.{s}.{j}"), block, x)?;
+            }
+        }
+        let x = g.conv("conv_head", &model.conv_head, x)?;
+        let x = g.activate("conv_head", model.act, x);
+        let pooled = g.push("global_pool", Op::Mean { keep_dims: false }, &[x], None);
+        let weight = model.classifier.weight.val();
+        let [features, classes] = weight.dims();
+        let bias = match &model.classifier.bias {
+            Some(b) => values(b.val())?,
+            None => vec![0.0; classes],
+        };
+        let dense = DenseOp {
+            weight: values(weight)?,
+            dims: [features, classes],
+            bias,
+        };
+        g.output = g.push("classifier", Op::Dense(dense), &[pooled], None);
+        g.tensors[g.output].name = OUTPUT_NAME.into();
+        Ok(g)
+    }
+
+    /// Number of classes (width of the output).
+    pub fn num_classes(&self) -> usize {
+        self.tensors[self.output].channels
+    }
+
+    /// The tensor with this name.
+    pub fn tensor_id(&self, name: &str) -> Option<TensorId> {
+        self.tensors.iter().position(|t| t.name == name)
+    }
+
+    /// The nodes reading each tensor (indices into [`nodes`](Self::nodes)).
+    pub fn consumers(&self) -> Vec<Vec<usize>> {
+        let mut users = vec![Vec::new(); self.tensors.len()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            for &t in &node.inputs {
+                users[t].push(i);
+            }
+        }
+        users
+    }
+
+    /// Adds a node whose output has the shape of its first input unless `shape` says otherwise
+    /// (`Some((channels, hw))`); returns the output tensor.
     fn push(
         &mut self,
-        op: &str,
         name: &str,
-        inputs: &[&str],
-        attrs: Vec<AttributeProto>,
-    ) -> String {
-        let output = format!("{name}:out");
-        self.nodes.push(NodeProto {
-            name: Some(name.into()),
-            op_type: Some(op.into()),
-            input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.clone()],
-            attribute: attrs,
-            ..Default::default()
+        op: Op,
+        inputs: &[TensorId],
+        shape: Option<(usize, Option<[usize; 2]>)>,
+    ) -> TensorId {
+        let first = &self.tensors[inputs[0]];
+        let (channels, hw) = match (&op, shape) {
+            (_, Some(shape)) => shape,
+            (Op::Mean { keep_dims: true }, None) => (first.channels, Some([1, 1])),
+            (Op::Mean { keep_dims: false }, None) => (first.channels, None),
+            (Op::Dense(d), None) => (d.dims[1], None),
+            _ => (first.channels, first.hw),
+        };
+        let output = self.tensors.len();
+        self.tensors.push(TensorInfo {
+            name: format!("{name}:out"),
+            channels,
+            hw,
+        });
+        self.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs: inputs.to_vec(),
+            output,
         });
         output
     }
 
-    /// A `Conv` node with the module's weights, bias and explicit pads.
-    pub fn conv(&mut self, name: &str, conv: &Conv2d, x: &Value) -> Result<Value, ExportError> {
-        let weight = conv.weight.val();
-        let dims = weight.dims();
-        let w_name = format!("{name}.weight");
-        self.initializers
-            .push(f32_tensor(&w_name, &dims, &values(weight)?));
-        let mut inputs = vec![x.name.as_str(), w_name.as_str()];
-        let b_name = format!("{name}.bias");
-        if let Some(bias) = &conv.bias {
-            let bias = bias.val();
-            self.initializers
-                .push(f32_tensor(&b_name, &bias.dims(), &values(bias)?));
-            inputs.push(&b_name);
-        }
-        let pads = conv_pads(conv, x.hw);
-        let [kh, kw] = conv.kernel_size;
-        let [sh, sw] = conv.stride;
-        let [dh, dw] = conv.dilation;
-        let out_hw = [
-            (x.hw[0] + pads[0] + pads[2]).saturating_sub(dh * (kh - 1) + 1) / sh + 1,
-            (x.hw[1] + pads[1] + pads[3]).saturating_sub(dw * (kw - 1) + 1) / sw + 1,
-        ];
-        let attrs = vec![
-            attr_ints("kernel_shape", &conv.kernel_size),
-            attr_ints("strides", &conv.stride),
-            attr_ints("dilations", &conv.dilation),
-            attr_ints("pads", &pads),
-            attr_int("group", conv.groups as i64),
-        ];
-        let name = self.push("Conv", name, &inputs, attrs);
-        Ok(Value { name, hw: out_hw })
-    }
-
-    /// The network's non-linearity: `Sigmoid`+`Mul` (SiLU), `Clip` (ReLU6) or `Relu`.
-    pub fn activate(&mut self, name: &str, act: Activation, x: &Value) -> Value {
-        let out = match act {
-            Activation::Silu => {
-                let gate = self.push("Sigmoid", &format!("{name}.sigmoid"), &[&x.name], vec![]);
-                self.push("Mul", &format!("{name}.silu"), &[&x.name, &gate], vec![])
-            }
-            Activation::Relu6 => {
-                if !self.relu6_bounds {
-                    self.initializers.push(f32_tensor("relu6.min", &[], &[0.0]));
-                    self.initializers.push(f32_tensor("relu6.max", &[], &[6.0]));
-                    self.relu6_bounds = true;
-                }
-                self.push(
-                    "Clip",
-                    &format!("{name}.relu6"),
-                    &[&x.name, "relu6.min", "relu6.max"],
-                    vec![],
-                )
-            }
-            Activation::Relu => self.push("Relu", &format!("{name}.relu"), &[&x.name], vec![]),
+    /// A conv with the module's weights, bias and the pads burn uses at this input size.
+    fn conv(&mut self, name: &str, conv: &Conv2d, x: TensorId) -> Result<TensorId, ExportError> {
+        let Some(hw) = self.tensors[x].hw else {
+            return Err(ExportError::Unsupported(format!(
+                "{name}: convolution over a flat tensor"
+            )));
         };
-        Value {
-            name: out,
-            hw: x.hw,
+        let weight = conv.weight.val();
+        let weight_dims = weight.dims();
+        let bias = match &conv.bias {
+            Some(b) => values(b.val())?,
+            None => vec![0.0; weight_dims[0]],
+        };
+        let op = ConvOp {
+            weight: values(weight)?,
+            weight_dims,
+            bias,
+            stride: conv.stride,
+            dilation: conv.dilation,
+            pads: conv_pads(conv, hw),
+            groups: conv.groups,
+        };
+        let shape = (op.out_channels(), Some(op.out_hw(hw)));
+        Ok(self.push(name, Op::Conv(op), &[x], Some(shape)))
+    }
+
+    /// The network's non-linearity: SiLU as `x · sigmoid(x)`, ReLU6, ReLU.
+    fn activate(&mut self, name: &str, act: Activation, x: TensorId) -> TensorId {
+        match act {
+            Activation::Silu => {
+                let gate = self.push(&format!("{name}.sigmoid"), Op::Sigmoid, &[x], None);
+                self.push(&format!("{name}.silu"), Op::Mul, &[x, gate], None)
+            }
+            Activation::Relu6 => self.push(&format!("{name}.relu6"), Op::Relu6, &[x], None),
+            Activation::Relu => self.push(&format!("{name}.relu"), Op::Relu, &[x], None),
         }
     }
 
-    fn global_pool(&mut self, name: &str, x: &Value) -> Value {
-        let out = self.push("GlobalAveragePool", name, &[&x.name], vec![]);
-        Value {
-            name: out,
-            hw: [1, 1],
-        }
+    fn conv_act(
+        &mut self,
+        name: &str,
+        conv: &Conv2d,
+        act: Activation,
+        x: TensorId,
+    ) -> Result<TensorId, ExportError> {
+        let y = self.conv(name, conv, x)?;
+        Ok(self.activate(name, act, y))
     }
 
-    /// Squeeze-excitation: pool, reduce conv, activation, expand conv, sigmoid gate, multiply.
+    /// Squeeze-excitation: mean, reduce conv, activation, expand conv, sigmoid gate, product.
     fn squeeze_excite(
         &mut self,
         name: &str,
         se: &SqueezeExcite,
-        x: &Value,
-    ) -> Result<Value, ExportError> {
-        let s = self.global_pool(&format!("{name}.pool"), x);
-        let s = self.conv(&format!("{name}.conv_reduce"), &se.conv_reduce, &s)?;
-        let s = self.activate(&format!("{name}.conv_reduce"), se.act, &s);
-        let s = self.conv(&format!("{name}.conv_expand"), &se.conv_expand, &s)?;
-        let gate = self.push("Sigmoid", &format!("{name}.gate"), &[&s.name], vec![]);
-        let out = self.push("Mul", &format!("{name}.scale"), &[&x.name, &gate], vec![]);
-        Ok(Value {
-            name: out,
-            hw: x.hw,
-        })
+        x: TensorId,
+    ) -> Result<TensorId, ExportError> {
+        let s = self.push(
+            &format!("{name}.pool"),
+            Op::Mean { keep_dims: true },
+            &[x],
+            None,
+        );
+        let s = self.conv_act(&format!("{name}.conv_reduce"), &se.conv_reduce, se.act, s)?;
+        let s = self.conv(&format!("{name}.conv_expand"), &se.conv_expand, s)?;
+        let gate = self.push(&format!("{name}.gate"), Op::Sigmoid, &[s], None);
+        Ok(self.push(&format!("{name}.scale"), Op::Mul, &[x, gate], None))
     }
 
     fn maybe_se(
         &mut self,
         name: &str,
         se: &Option<SqueezeExcite>,
-        x: Value,
-    ) -> Result<Value, ExportError> {
+        x: TensorId,
+    ) -> Result<TensorId, ExportError> {
         match se {
-            Some(se) => self.squeeze_excite(&format!("{name}.se"), se, &x),
+            Some(se) => self.squeeze_excite(&format!("{name}.se"), se, x),
             None => Ok(x),
         }
     }
 
-    /// One block (BatchNorm already folded), with its residual `Add` where it has one.
-    pub fn block(&mut self, name: &str, block: &Block, x: &Value) -> Result<Value, ExportError> {
-        let conv_act = |g: &mut Self, leaf: &str, conv: &Conv2d, act, v: &Value| {
-            let y = g.conv(&format!("{name}.{leaf}"), conv, v)?;
-            Ok::<Value, ExportError>(g.activate(&format!("{name}.{leaf}"), act, &y))
-        };
+    /// One block (BatchNorm already folded), with its residual sum where it has one.
+    fn block(&mut self, name: &str, block: &Block, x: TensorId) -> Result<TensorId, ExportError> {
+        let leaf = |leaf: &str| format!("{name}.{leaf}");
         let (y, skip) = match block {
-            Block::ConvBnAct(b) => (conv_act(self, "conv", &b.conv, b.act, x)?, b.has_skip),
+            Block::ConvBnAct(b) => (self.conv_act(&leaf("conv"), &b.conv, b.act, x)?, b.has_skip),
             Block::EdgeResidual(b) => {
-                let y = conv_act(self, "conv_exp", &b.conv_exp, b.act, x)?;
+                let y = self.conv_act(&leaf("conv_exp"), &b.conv_exp, b.act, x)?;
                 let y = self.maybe_se(name, &b.se, y)?;
-                (
-                    self.conv(&format!("{name}.conv_pwl"), &b.conv_pwl, &y)?,
-                    b.has_skip,
-                )
+                (self.conv(&leaf("conv_pwl"), &b.conv_pwl, y)?, b.has_skip)
             }
             Block::DepthwiseSeparable(b) => {
                 let y = match &b.conv_s2d {
-                    Some(conv) => conv_act(self, "conv_s2d", conv, b.act, x)?,
-                    None => x.clone(),
+                    Some(conv) => self.conv_act(&leaf("conv_s2d"), conv, b.act, x)?,
+                    None => x,
                 };
-                let y = conv_act(self, "conv_dw", &b.conv_dw, b.act, &y)?;
+                let y = self.conv_act(&leaf("conv_dw"), &b.conv_dw, b.act, y)?;
                 let y = self.maybe_se(name, &b.se, y)?;
-                (
-                    self.conv(&format!("{name}.conv_pw"), &b.conv_pw, &y)?,
-                    b.has_skip,
-                )
+                (self.conv(&leaf("conv_pw"), &b.conv_pw, y)?, b.has_skip)
             }
             Block::InvertedResidual(b) if b.aa.is_some() || b.gc.is_some() => {
                 return Err(unsupported_layer(if b.aa.is_some() {
@@ -255,85 +395,137 @@ impl GraphBuilder {
                 return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
             }
             Block::InvertedResidual(b) => {
-                let y = conv_act(self, "conv_pw", &b.conv_pw, b.act, x)?;
-                let y = conv_act(self, "conv_dw", &b.conv_dw, b.act, &y)?;
+                let y = self.conv_act(&leaf("conv_pw"), &b.conv_pw, b.act, x)?;
+                let y = self.conv_act(&leaf("conv_dw"), &b.conv_dw, b.act, y)?;
                 let y = self.maybe_se(name, &b.se, y)?;
-                (
-                    self.conv(&format!("{name}.conv_pwl"), &b.conv_pwl, &y)?,
-                    b.has_skip,
-                )
+                (self.conv(&leaf("conv_pwl"), &b.conv_pwl, y)?, b.has_skip)
             }
         };
-        if !skip {
-            return Ok(y);
-        }
-        let out = self.push(
-            "Add",
-            &format!("{name}.residual"),
-            &[&y.name, &x.name],
-            vec![],
-        );
-        Ok(Value {
-            name: out,
-            hw: y.hw,
+        Ok(if skip {
+            self.push(&leaf("residual"), Op::Add, &[y, x], None)
+        } else {
+            y
         })
     }
+}
 
-    /// The whole network from `input` to logits `[N, classes]`; returns the logits' name.
-    pub fn network(&mut self, model: &EfficientNet, input: &Value) -> Result<String, ExportError> {
-        if model.norm1.is_some() {
-            return Err(unsupported_layer("GroupNorm / LayerNorm / EvoNorm"));
+/// The ReLU/ReLU6 output that a conv output `t` can be fused with: `t` must come from a conv
+/// and have that activation as its only reader.
+pub(crate) fn fused_activation(
+    graph: &Graph,
+    consumers: &[Vec<usize>],
+    t: TensorId,
+) -> Option<TensorId> {
+    let from_conv = graph
+        .nodes
+        .iter()
+        .any(|n| n.output == t && matches!(n.op, Op::Conv(_)));
+    match consumers[t].as_slice() {
+        [only] if from_conv && matches!(graph.nodes[*only].op, Op::Relu | Op::Relu6) => {
+            Some(graph.nodes[*only].output)
         }
-        if let Some(Block::CondConvResidual(_)) = model
-            .blocks
+        _ => None,
+    }
+}
+
+/// Runs a [`Graph`] with burn ops, weights uploaded once: the reference for the writers' layouts
+/// and the place where a calibrator observes every tensor.
+pub struct Evaluator<'g> {
+    graph: &'g Graph,
+    /// Weight and bias tensors of each node (`None` for weightless ops).
+    params: Vec<Option<(Tensor<4>, Tensor<1>)>>,
+    /// Index of the last node reading each tensor.
+    last_use: Vec<usize>,
+}
+
+impl<'g> Evaluator<'g> {
+    /// Uploads the graph's weights to `device`.
+    pub fn new(graph: &'g Graph, device: &Device) -> Self {
+        let params = graph
+            .nodes
             .iter()
-            .flatten()
-            .find(|b| matches!(b, Block::CondConvResidual(_)))
-        {
-            return Err(unsupported_layer("CondConv"));
-        }
-        if !model.is_folded() {
-            return Err(ExportError::Unsupported(
-                "BatchNorm must be folded first (EfficientNet::fold_batchnorm)".into(),
-            ));
-        }
-        let x = self.conv("conv_stem", &model.conv_stem, input)?;
-        let mut x = self.activate("conv_stem", model.act, &x);
-        for (s, stage) in model.blocks.iter().enumerate() {
-            for (j, block) in stage.iter().enumerate() {
-                x = self.block(&format!("blocks.{s}.{j}"), block, &x)?;
+            .map(|node| match &node.op {
+                Op::Conv(c) => Some((
+                    Tensor::from_data(TensorData::new(c.weight.clone(), c.weight_dims), device),
+                    Tensor::from_data(TensorData::new(c.bias.clone(), [c.bias.len()]), device),
+                )),
+                Op::Dense(d) => Some((
+                    Tensor::from_data(
+                        TensorData::new(d.weight.clone(), [1, 1, d.dims[0], d.dims[1]]),
+                        device,
+                    ),
+                    Tensor::from_data(TensorData::new(d.bias.clone(), [d.bias.len()]), device),
+                )),
+                _ => None,
+            })
+            .collect();
+        let mut last_use = vec![0; graph.tensors.len()];
+        for (i, node) in graph.nodes.iter().enumerate() {
+            for &t in &node.inputs {
+                last_use[t] = i;
             }
         }
-        let x = self.conv("conv_head", &model.conv_head, &x)?;
-        let x = self.activate("conv_head", model.act, &x);
-        let pooled = self.global_pool("global_pool", &x);
-        let flat = self.push(
-            "Flatten",
-            "flatten",
-            &[&pooled.name],
-            vec![attr_int("axis", 1)],
-        );
-        self.classifier(model, &flat)
+        Self {
+            graph,
+            params,
+            last_use,
+        }
     }
 
-    /// `Gemm` with burn's `[features, classes]` weight as B (no transpose) and the bias as C.
-    fn classifier(&mut self, model: &EfficientNet, x: &str) -> Result<String, ExportError> {
-        let weight = model.classifier.weight.val();
-        let dims = weight.dims();
-        self.initializers
-            .push(f32_tensor("classifier.weight", &dims, &values(weight)?));
-        let bias = match &model.classifier.bias {
-            Some(b) => values(b.val())?,
-            None => vec![0.0; dims[1]],
-        };
-        self.initializers
-            .push(f32_tensor("classifier.bias", &[dims[1]], &bias));
-        Ok(self.push(
-            "Gemm",
-            "classifier",
-            &[x, "classifier.weight", "classifier.bias"],
-            vec![],
-        ))
+    /// Logits `[N, classes]` of `input` `[N, 3, H, W]`. `observe` sees every tensor as it is
+    /// made, the input included; flat tensors are shown as `[N, C, 1, 1]`.
+    pub fn run(
+        &self,
+        input: Tensor<4>,
+        mut observe: impl FnMut(TensorId, &Tensor<4>),
+    ) -> Tensor<2> {
+        let g = self.graph;
+        let mut live: Vec<Option<Tensor<4>>> = vec![None; g.tensors.len()];
+        observe(g.input, &input);
+        live[g.input] = Some(input);
+        for (i, node) in g.nodes.iter().enumerate() {
+            let arg = |k: usize| {
+                live[node.inputs[k]]
+                    .clone()
+                    .expect("graph inputs are computed before use")
+            };
+            let y = match (&node.op, &self.params[i]) {
+                (Op::Conv(c), Some((w, b))) => {
+                    let [t, l, bottom, r] = c.pads;
+                    let options = ConvOptions::new_with_padding(
+                        c.stride,
+                        [(t, bottom), (l, r)],
+                        c.dilation,
+                        c.groups,
+                    );
+                    conv2d(arg(0), w.clone(), Some(b.clone()), options)
+                }
+                (Op::Dense(d), Some((w, b))) => {
+                    let x: Tensor<2> = arg(0).flatten(1, 3);
+                    let w: Tensor<2> = w.clone().reshape([d.dims[0], d.dims[1]]);
+                    let y = x.matmul(w) + b.clone().unsqueeze();
+                    y.unsqueeze_dims(&[2, 3])
+                }
+                (Op::Relu, _) => relu(arg(0)),
+                (Op::Relu6, _) => arg(0).clamp(0.0, 6.0),
+                (Op::Sigmoid, _) => sigmoid(arg(0)),
+                (Op::Mul, _) => arg(0) * arg(1),
+                (Op::Add, _) => arg(0) + arg(1),
+                (Op::Mean { .. }, _) => arg(0).mean_dim(3).mean_dim(2),
+                (Op::Conv(_) | Op::Dense(_), None) => unreachable!("weights uploaded in new"),
+            };
+            for &t in &node.inputs {
+                if self.last_use[t] == i {
+                    live[t] = None;
+                }
+            }
+            observe(node.output, &y);
+            live[node.output] = Some(y);
+        }
+        live[g.output]
+            .take()
+            .expect("the output is computed")
+            .flatten(1, 3)
     }
 }
 

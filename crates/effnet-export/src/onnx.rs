@@ -1,4 +1,5 @@
-//! ONNX export: the model graph, its input/output signature and its preprocessing metadata.
+//! ONNX export: the model graph (f32, or int8 as a QDQ graph), its input/output signature and
+//! its preprocessing metadata.
 
 use std::path::Path;
 
@@ -6,21 +7,20 @@ use effnet_model::Pretrained;
 use prost::Message;
 
 use crate::error::ExportError;
-use crate::graph::{GraphBuilder, Value};
+use crate::graph::{Graph, INPUT_NAME, OUTPUT_NAME, Op, TensorId};
+use crate::int8::{GraphQuant, Int8Options, IoType, map};
+use crate::meta::{Layout, check_labels, metadata};
 use crate::proto::{
-    GraphProto, ModelProto, OperatorSetIdProto, StringStringEntryProto, TensorShapeProto,
-    TypeProto, ValueInfoProto, tensor_proto, tensor_shape_proto, type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, StringStringEntryProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto, tensor_proto,
+    tensor_shape_proto, type_proto,
 };
+use effnet_cpu::quant::QParams;
 
 /// Oldest opset the exporter writes (every op it uses has its current form there).
 pub const MIN_OPSET: i64 = 17;
 /// Newest opset the exporter has been checked against (ONNX Runtime 1.32).
 pub const MAX_OPSET: i64 = 21;
-
-/// Name of the graph input (`[N, 3, size, size]`, normalised RGB, NCHW).
-pub const INPUT_NAME: &str = "input";
-/// Name of the graph output (`[N, classes]` logits, before softmax).
-pub const OUTPUT_NAME: &str = "logits";
 
 /// The batch dimension of the exported graph.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +42,8 @@ pub struct OnnxOptions {
     pub input_size: Option<usize>,
     /// Class names to record as metadata (`labels`, a JSON array); `None` keeps the model's own.
     pub labels: Option<Vec<String>>,
+    /// Full-integer int8 as a QDQ graph with these calibration ranges; `None` exports f32.
+    pub int8: Option<Int8Options>,
 }
 
 impl Default for OnnxOptions {
@@ -51,6 +53,7 @@ impl Default for OnnxOptions {
             opset: MIN_OPSET,
             input_size: None,
             labels: None,
+            int8: None,
         }
     }
 }
@@ -73,6 +76,364 @@ impl OnnxOptions {
     }
 }
 
+fn attr_ints(name: &str, values: &[usize]) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_proto::AttributeType::Ints as i32),
+        ints: values.iter().map(|&v| v as i64).collect(),
+        ..Default::default()
+    }
+}
+
+fn attr_int(name: &str, value: i64) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.into()),
+        r#type: Some(attribute_proto::AttributeType::Int as i32),
+        i: Some(value),
+        ..Default::default()
+    }
+}
+
+/// An f32 initializer with raw little-endian data.
+fn f32_tensor(name: &str, dims: &[usize], values: &[f32]) -> TensorProto {
+    let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(tensor_proto::DataType::Float as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+fn node(
+    op: &str,
+    name: &str,
+    inputs: &[&str],
+    output: &str,
+    attrs: Vec<AttributeProto>,
+) -> NodeProto {
+    NodeProto {
+        name: Some(name.into()),
+        op_type: Some(op.into()),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+fn raw_tensor(name: &str, dims: &[usize], ty: tensor_proto::DataType, raw: Vec<u8>) -> TensorProto {
+    TensorProto {
+        name: Some(name.into()),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: Some(ty as i32),
+        raw_data: Some(raw),
+        ..Default::default()
+    }
+}
+
+/// Nodes and initializers under construction. Tensors keep their graph names; weights are
+/// named after their layer (`<layer>.weight`, `<layer>.bias`). In a QDQ (int8) graph every
+/// activation `t` is followed by `QuantizeLinear` → `t:q`, each reader takes its own
+/// `DequantizeLinear` of it, and weights and biases are int8/int32 initializers
+/// (`<layer>.weight:q`) behind a `DequantizeLinear`; ONNX Runtime fuses these groups into
+/// integer kernels (QLinearConv, QLinearAdd, QLinearMul, QGemm, …).
+struct Lowering<'g> {
+    graph: &'g Graph,
+    /// int8 parameters of each graph tensor and the boundary types (`None`: f32 graph).
+    quant: Option<(GraphQuant, IoType, IoType)>,
+    nodes: Vec<NodeProto>,
+    inits: Vec<TensorProto>,
+}
+
+impl Lowering<'_> {
+    /// The name a node writes graph tensor `t` under.
+    fn produced(&self, t: TensorId) -> String {
+        let name = &self.graph.tensors[t].name;
+        match &self.quant {
+            Some(_) if t == self.graph.output => format!("{name}:float"),
+            _ => name.clone(),
+        }
+    }
+
+    /// The name `reader` takes graph tensor `t` under. In a QDQ graph every reading edge gets
+    /// its own `DequantizeLinear` of `t:q` (ONNX Runtime fuses a node with the dequantizers
+    /// of its inputs only when no other node shares them).
+    fn read(&mut self, t: TensorId, reader: &str) -> String {
+        let name = self.graph.tensors[t].name.clone();
+        let Some((_, input_type, _)) = &self.quant else {
+            return name;
+        };
+        let quantized = if t == self.graph.input && *input_type == IoType::Int8 {
+            name.clone()
+        } else {
+            format!("{name}:q")
+        };
+        let out = format!("{name}:dq:{reader}");
+        let (scale, zero) = (format!("{name}.scale"), format!("{name}.zero_point"));
+        self.push(
+            "DequantizeLinear",
+            &format!("{name}.dequantize:{reader}"),
+            &[&quantized, &scale, &zero],
+            &out,
+            vec![],
+        );
+        out
+    }
+
+    fn push(
+        &mut self,
+        op: &str,
+        name: &str,
+        inputs: &[&str],
+        output: &str,
+        attrs: Vec<AttributeProto>,
+    ) {
+        self.nodes.push(node(op, name, inputs, output, attrs));
+    }
+
+    /// Scale and zero-point initializers `<name>.scale`, `<name>.zero_point` of `q`: uint8 with
+    /// the zero point moved by 128 (the same real values as int8; ONNX Runtime's x86 kernels
+    /// fuse uint8-activation QDQ groups — residual adds included — where int8 ones stay in
+    /// float), or int8 for a boundary tensor the caller wants as int8.
+    fn qparams(&mut self, name: &str, q: QParams, signed: bool) -> (String, String) {
+        let (scale, zero) = (format!("{name}.scale"), format!("{name}.zero_point"));
+        self.inits.push(f32_tensor(&scale, &[], &[q.scale]));
+        let (ty, zp) = if signed {
+            (tensor_proto::DataType::Int8, (q.zero_point as i8) as u8)
+        } else {
+            (tensor_proto::DataType::Uint8, (q.zero_point + 128) as u8)
+        };
+        self.inits.push(raw_tensor(&zero, &[], ty, vec![zp]));
+        (scale, zero)
+    }
+
+    /// The `QuantizeLinear` after graph tensor `t` (nothing in an f32 graph; its readers
+    /// dequantize, see [`read`](Self::read)). At the boundary: an int8 input is not quantized
+    /// again, and f32 logits are dequantized into the graph output.
+    fn qdq(&mut self, t: TensorId) {
+        let Some((params, input_type, output_type)) = &self.quant else {
+            return;
+        };
+        let (q, input_type, output_type) = (params.act[t], *input_type, *output_type);
+        let name = self.graph.tensors[t].name.clone();
+        let int8_input = t == self.graph.input && input_type == IoType::Int8;
+        let int8_output = t == self.graph.output && output_type == IoType::Int8;
+        let (scale, zero) = self.qparams(&name, q, int8_input || int8_output);
+        if int8_input {
+            return;
+        }
+        let produced = self.produced(t);
+        let q_out = if t == self.graph.output && output_type == IoType::Int8 {
+            name.clone()
+        } else {
+            format!("{name}:q")
+        };
+        self.push(
+            "QuantizeLinear",
+            &format!("{name}.quantize"),
+            &[&produced, &scale, &zero],
+            &q_out,
+            vec![],
+        );
+        if t == self.graph.output && output_type == IoType::Float32 {
+            self.push(
+                "DequantizeLinear",
+                &format!("{name}.dequantize"),
+                &[&q_out, &scale, &zero],
+                &name,
+                vec![],
+            );
+        }
+    }
+
+    /// Weight (`dims`, output channel on `axis`) and bias initializers of `layer` reading graph
+    /// tensor `input`: f32, or int8 per channel / int32 behind `DequantizeLinear`. Returns the
+    /// names the layer reads.
+    fn weights(
+        &mut self,
+        node: usize,
+        dims: &[usize],
+        axis: usize,
+        weights: &[f32],
+        bias: &[f32],
+    ) -> (String, String) {
+        let n = &self.graph.nodes[node];
+        let (w, b) = (format!("{}.weight", n.name), format!("{}.bias", n.name));
+        let Some((params, _, _)) = &self.quant else {
+            self.inits.push(f32_tensor(&w, dims, weights));
+            self.inits.push(f32_tensor(&b, &[bias.len()], bias));
+            return (w, b);
+        };
+        let input_scale = params.act[n.inputs[0]].scale;
+        let channels = bias.len();
+        let Some(wq) = params.weights[node].clone() else {
+            unreachable!("every conv and dense node has int8 weights");
+        };
+        let bq = &wq.bias;
+        let b_scales: Vec<f32> = wq.scales.iter().map(|s| s * input_scale).collect();
+        let per_channel = [channels];
+        let (wq_name, bq_name) = (format!("{w}:q"), format!("{b}:q"));
+        let raw_w = wq.values.iter().map(|&v| v as u8).collect();
+        self.inits.push(raw_tensor(
+            &wq_name,
+            dims,
+            tensor_proto::DataType::Int8,
+            raw_w,
+        ));
+        self.inits
+            .push(f32_tensor(&format!("{w}.scale"), &per_channel, &wq.scales));
+        self.inits.push(raw_tensor(
+            &format!("{w}.zero_point"),
+            &per_channel,
+            tensor_proto::DataType::Int8,
+            vec![0; channels],
+        ));
+        let raw_b = bq.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.inits.push(raw_tensor(
+            &bq_name,
+            &per_channel,
+            tensor_proto::DataType::Int32,
+            raw_b,
+        ));
+        self.inits
+            .push(f32_tensor(&format!("{b}.scale"), &per_channel, &b_scales));
+        self.inits.push(raw_tensor(
+            &format!("{b}.zero_point"),
+            &per_channel,
+            tensor_proto::DataType::Int32,
+            vec![0; 4 * channels],
+        ));
+        let axis_attr = || vec![attr_int("axis", axis as i64)];
+        for (src, dst) in [(&wq_name, &w), (&bq_name, &b)] {
+            let base = dst.clone();
+            self.push(
+                "DequantizeLinear",
+                &format!("{base}.dequantize"),
+                &[src, &format!("{base}.scale"), &format!("{base}.zero_point")],
+                dst,
+                if dst == &w {
+                    axis_attr()
+                } else {
+                    vec![attr_int("axis", 0)]
+                },
+            );
+        }
+        (w, b)
+    }
+
+    fn lower(&mut self) {
+        let g = self.graph;
+        self.qdq(g.input);
+        for (i, n) in g.nodes.iter().enumerate() {
+            let x = self.read(n.inputs[0], &n.name);
+            let y = self.produced(n.output);
+            match &n.op {
+                Op::Conv(c) => {
+                    let (w, b) = self.weights(i, &c.weight_dims, 0, &c.weight, &c.bias);
+                    let attrs = vec![
+                        attr_ints("kernel_shape", &c.weight_dims[2..]),
+                        attr_ints("strides", &c.stride),
+                        attr_ints("dilations", &c.dilation),
+                        attr_ints("pads", &c.pads),
+                        attr_int("group", c.groups as i64),
+                    ];
+                    self.push("Conv", &n.name, &[&x, &w, &b], &y, attrs);
+                }
+                Op::Dense(d) => {
+                    // burn's `[in, out]` weight is Gemm's B as it is (no transpose), so the
+                    // output channel is dimension 1.
+                    let (w, b) = self.weights(i, &d.dims, 1, &d.weight, &d.bias);
+                    self.push("Gemm", &n.name, &[&x, &w, &b], &y, vec![]);
+                }
+                Op::Relu => self.push("Relu", &n.name, &[&x], &y, vec![]),
+                Op::Relu6 => {
+                    if !self
+                        .inits
+                        .iter()
+                        .any(|t| t.name.as_deref() == Some("relu6.min"))
+                    {
+                        self.inits.push(f32_tensor("relu6.min", &[], &[0.0]));
+                        self.inits.push(f32_tensor("relu6.max", &[], &[6.0]));
+                    }
+                    self.push("Clip", &n.name, &[&x, "relu6.min", "relu6.max"], &y, vec![]);
+                }
+                Op::Sigmoid => self.push("Sigmoid", &n.name, &[&x], &y, vec![]),
+                Op::Mul | Op::Add => {
+                    let op = if matches!(n.op, Op::Mul) {
+                        "Mul"
+                    } else {
+                        "Add"
+                    };
+                    let x2 = self.read(n.inputs[1], &n.name);
+                    self.push(op, &n.name, &[&x, &x2], &y, vec![]);
+                }
+                Op::Mean { keep_dims: true } => {
+                    self.push("GlobalAveragePool", &n.name, &[&x], &y, vec![]);
+                }
+                Op::Mean { keep_dims: false } => {
+                    let pooled = format!("{}:pooled", n.name);
+                    self.push("GlobalAveragePool", &n.name, &[&x], &pooled, vec![]);
+                    // In a QDQ graph the pooled map is quantised like the flat result, so
+                    // that the pool runs in int8 and the flatten just moves int8 values.
+                    let flat_in = match &self.quant {
+                        Some((params, _, _)) => {
+                            let q = params.act[n.output];
+                            let (scale, zero) = self.qparams(&pooled, q, false);
+                            let (pq, pdq) = (format!("{pooled}:q"), format!("{pooled}:dq"));
+                            self.push(
+                                "QuantizeLinear",
+                                &format!("{pooled}.quantize"),
+                                &[&pooled, &scale, &zero],
+                                &pq,
+                                vec![],
+                            );
+                            self.push(
+                                "DequantizeLinear",
+                                &format!("{pooled}.dequantize"),
+                                &[&pq, &scale, &zero],
+                                &pdq,
+                                vec![],
+                            );
+                            pdq
+                        }
+                        None => pooled,
+                    };
+                    let flatten = format!("{}.flatten", n.name);
+                    self.push(
+                        "Flatten",
+                        &flatten,
+                        &[&flat_in],
+                        &y,
+                        vec![attr_int("axis", 1)],
+                    );
+                }
+            }
+            self.qdq(n.output);
+        }
+    }
+}
+
+/// ONNX nodes and initializers of `graph`, f32 or QDQ int8.
+fn lower(
+    graph: &Graph,
+    int8: Option<&Int8Options>,
+) -> Result<(Vec<NodeProto>, Vec<TensorProto>), ExportError> {
+    let quant = match int8 {
+        Some(o) => Some((map(graph, &o.model)?, o.input, o.output)),
+        None => None,
+    };
+    let mut l = Lowering {
+        graph,
+        quant,
+        nodes: Vec::with_capacity(graph.nodes.len() + 1),
+        inits: Vec::new(),
+    };
+    l.lower();
+    Ok((l.nodes, l.inits))
+}
+
 /// IR version that goes with an opset (ONNX's versioning table).
 fn ir_version(opset: i64) -> i64 {
     match opset {
@@ -93,13 +454,18 @@ fn dim(d: Option<usize>, param: &str) -> tensor_shape_proto::Dimension {
     }
 }
 
-fn float_value(name: &str, dims: Vec<tensor_shape_proto::Dimension>, doc: &str) -> ValueInfoProto {
+fn value(
+    name: &str,
+    ty: tensor_proto::DataType,
+    dims: Vec<tensor_shape_proto::Dimension>,
+    doc: &str,
+) -> ValueInfoProto {
     ValueInfoProto {
         name: Some(name.into()),
         doc_string: Some(doc.into()),
         r#type: Some(TypeProto {
             value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(tensor_proto::DataType::Float as i32),
+                elem_type: Some(ty as i32),
                 shape: Some(TensorShapeProto { dim: dims }),
             })),
             ..Default::default()
@@ -115,94 +481,32 @@ fn entry(key: &str, value: String) -> StringStringEntryProto {
     }
 }
 
-fn joined(v: &[f32; 3]) -> String {
-    v.iter().map(f32::to_string).collect::<Vec<_>>().join(",")
-}
-
-/// Everything a deployment needs to feed the graph, as `metadata_props`.
-fn metadata(
-    pre: &Pretrained,
-    size: usize,
-    labels: Option<&[String]>,
-) -> Vec<StringStringEntryProto> {
-    let p = &pre.preprocess;
-    let mut props = vec![
-        entry(
-            "preprocess",
-            format!(
-                "RGB; resize shorter side to {} ({:?}); center crop {size}x{size}; scale to [0,1]; \
-                 subtract mean, divide by std per channel; NCHW float32",
-                p.resize, p.interpolation
-            ),
-        ),
-        entry("preprocess.resize", p.resize.to_string()),
-        entry("preprocess.crop", size.to_string()),
-        entry(
-            "preprocess.interpolation",
-            format!("{:?}", p.interpolation).to_lowercase(),
-        ),
-        entry("preprocess.mean", joined(&p.mean)),
-        entry("preprocess.std", joined(&p.std)),
-        entry("preprocess.layout", "NCHW".into()),
-        entry(
-            "effnet.model",
-            serde_json::to_string(&pre.config).unwrap_or_default(),
-        ),
-        entry(
-            "effnet.preprocess",
-            serde_json::to_string(p).unwrap_or_default(),
-        ),
-        entry("num_classes", pre.config.num_classes.to_string()),
-    ];
-    if !pre.source.is_empty() {
-        props.push(entry("source", pre.source.clone()));
-    }
-    if let Some(labels) = labels.or(pre.labels.as_deref()) {
-        props.push(entry(
-            "labels",
-            serde_json::to_string(labels).unwrap_or_default(),
-        ));
-    }
-    props
-}
-
 /// Builds the ONNX model of `pre`: BatchNorm folded into the convs, explicit conv pads for the
 /// input size (TF "same" included), input `input` `[N, 3, S, S]`, output `logits` `[N, classes]`,
 /// preprocessing (`preprocess.*`), model description and class names in `metadata_props`.
 pub fn export_onnx(pre: &Pretrained, options: &OnnxOptions) -> Result<ModelProto, ExportError> {
     options.check()?;
-    if let Some(labels) = &options.labels
-        && labels.len() != pre.config.num_classes
-    {
-        return Err(ExportError::Option(format!(
-            "{} labels for a model with {} classes",
-            labels.len(),
-            pre.config.num_classes
-        )));
-    }
+    check_labels(pre, options.labels.as_deref())?;
     let size = options.input_size.unwrap_or(pre.preprocess.crop);
     let model = pre.model.clone().fold_batchnorm();
-    let mut graph = GraphBuilder::default();
-    let input = Value {
-        name: INPUT_NAME.into(),
-        hw: [size, size],
+    let graph = Graph::from_model(&model, [size, size])?;
+    let (nodes, initializers) = lower(&graph, options.int8.as_ref())?;
+    let io = |f: fn(&Int8Options) -> IoType| match options.int8.as_ref().map(f) {
+        Some(IoType::Int8) => tensor_proto::DataType::Int8,
+        _ => tensor_proto::DataType::Float,
     };
-    let logits = graph.network(&model, &input)?;
-    // The last node writes the graph output under its public name.
-    if let Some(last) = graph.nodes.last_mut() {
-        last.output = vec![OUTPUT_NAME.into()];
-    }
-    debug_assert_eq!(logits, "classifier:out");
+    let (input_type, output_type) = (io(|o| o.input), io(|o| o.output));
     let batch = match options.batch {
         BatchSize::Fixed(n) => Some(n),
         BatchSize::Dynamic => None,
     };
     let graph = GraphProto {
         name: Some(pre.config.name.clone()),
-        node: graph.nodes,
-        initializer: graph.initializers,
-        input: vec![float_value(
+        node: nodes,
+        initializer: initializers,
+        input: vec![value(
             INPUT_NAME,
+            input_type,
             vec![
                 dim(batch, "batch"),
                 dim(Some(3), ""),
@@ -211,8 +515,9 @@ pub fn export_onnx(pre: &Pretrained, options: &OnnxOptions) -> Result<ModelProto
             ],
             "normalised RGB images, NCHW (see metadata preprocess.*)",
         )],
-        output: vec![float_value(
+        output: vec![value(
             OUTPUT_NAME,
+            output_type,
             vec![dim(batch, "batch"), dim(Some(pre.config.num_classes), "")],
             "class logits (apply softmax for probabilities)",
         )],
@@ -228,11 +533,29 @@ pub fn export_onnx(pre: &Pretrained, options: &OnnxOptions) -> Result<ModelProto
         producer_version: Some(env!("CARGO_PKG_VERSION").into()),
         model_version: Some(1),
         doc_string: Some(format!(
-            "{} exported by effnet (BatchNorm folded)",
-            pre.config.name
+            "{} exported by effnet (BatchNorm folded{})",
+            pre.config.name,
+            if options.int8.is_some() {
+                ", int8 QDQ"
+            } else {
+                ""
+            }
         )),
         graph: Some(graph),
-        metadata_props: metadata(pre, size, options.labels.as_deref()),
+        metadata_props: metadata(
+            pre,
+            size,
+            options.labels.as_deref(),
+            Layout::Nchw,
+            if input_type == tensor_proto::DataType::Int8 {
+                "int8 (see the input's QuantizeLinear parameters input.scale, input.zero_point)"
+            } else {
+                "float32"
+            },
+        )
+        .into_iter()
+        .map(|(key, value)| entry(&key, value))
+        .collect(),
         ..Default::default()
     })
 }
@@ -246,8 +569,5 @@ pub fn onnx_bytes(pre: &Pretrained, options: &OnnxOptions) -> Result<Vec<u8>, Ex
 /// [`effnet_data::fsutil::write_atomic`]: a failed export leaves no half-written model behind).
 pub fn write_onnx(path: &Path, pre: &Pretrained, options: &OnnxOptions) -> Result<(), ExportError> {
     let bytes = onnx_bytes(pre, options)?;
-    effnet_data::fsutil::write_atomic(path, &bytes).map_err(|e| ExportError::Write {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+    crate::write_atomic(path, &bytes)
 }

@@ -6,104 +6,34 @@
 //! Without onnxruntime these tests fail, unless `EFFNET_SKIP_ONNXRUNTIME` gives the reason to
 //! skip (scripts/test.sh sets it only when `pip install onnxruntime` itself fails).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod support;
+
+use std::path::Path;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use effnet_export::proto::ModelProto;
-use effnet_export::{BatchSize, OnnxOptions, export_onnx, onnx_bytes, write_onnx};
+use effnet_export::{
+    BatchSize, Int8Options, IoType, OnnxOptions, export_onnx, onnx_bytes, write_onnx,
+};
 use effnet_model::weights::default_preprocess;
-use effnet_model::{EfficientNetConfig, Preprocess, Pretrained, import_pytorch};
+use effnet_model::{EfficientNetConfig, Pretrained, import_pytorch};
+use support::{bundled, effnet_logits, max_abs_diff, parity_fixture, photo_batch, root, top1};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn photos() -> Vec<PathBuf> {
-    ["chelsea.png", "china.jpg", "coffee.png", "flower.jpg"]
-        .iter()
-        .map(|f| root().join("tests/data/photos").join(f))
-        .collect()
-}
-
-/// The photos preprocessed as `[N, 3, S, S]` values.
-fn photo_batch(pre: &Preprocess) -> (Vec<f32>, [usize; 4]) {
-    let per = 3 * pre.crop * pre.crop;
-    let paths = photos();
-    let mut buf = vec![0f32; per * paths.len()];
-    for (slot, path) in buf.chunks_mut(per).zip(&paths) {
-        let img = effnet::load_rgb(path).expect("photo");
-        pre.apply_into(&img, slot);
-    }
-    (buf, [paths.len(), 3, pre.crop, pre.crop])
-}
-
 /// Whether ONNX Runtime can run here; `Err(reason)` when a skip was asked for.
 fn onnxruntime_or_skip() -> Result<(), String> {
-    let ok = Command::new("python3")
-        .args(["-c", "import onnxruntime, numpy"])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if ok {
-        return Ok(());
-    }
-    match std::env::var("EFFNET_SKIP_ONNXRUNTIME") {
-        Ok(reason) => Err(reason),
-        Err(_) => panic!(
-            "python3 with onnxruntime and numpy is needed (pip install onnxruntime numpy onnx); \
-             set EFFNET_SKIP_ONNXRUNTIME=<reason> to skip"
-        ),
-    }
+    support::python_or_skip(
+        "onnxruntime, numpy",
+        "pip install onnxruntime numpy onnx",
+        "EFFNET_SKIP_ONNXRUNTIME",
+    )
 }
 
 /// Runs `model` in ONNX Runtime on `input` and returns the logits.
 fn run_onnxruntime(model: &Path, input: &[f32], shape: [usize; 4]) -> Vec<f32> {
-    let dir = model.parent().expect("model in a folder");
-    let input_path = dir.join("input.f32");
-    let output_path = dir.join("output.f32");
-    let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-    std::fs::write(&input_path, bytes).expect("write input");
-    let shape = shape.map(|d| d.to_string()).join(",");
-    let out = Command::new("python3")
-        .arg(root().join("scripts/onnx_run.py"))
-        .args([model, &input_path])
-        .arg(shape)
-        .arg(&output_path)
-        .output()
-        .expect("run python3");
-    let log =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "onnx_run.py failed: {log}");
-    println!("{}", log.trim());
-    std::fs::read(&output_path)
-        .expect("read output")
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
-}
-
-/// effnet's own logits, as `effnet infer` computes them (BatchNorm folded).
-fn effnet_logits(pre: &Pretrained, input: &[f32], shape: [usize; 4]) -> Vec<f32> {
-    let device = Device::flex();
-    let x = Tensor::<4>::from_data(TensorData::new(input.to_vec(), shape), &device);
-    let model = pre.model.clone().fold_batchnorm();
-    model
-        .forward(x)
-        .into_data()
-        .try_into_vec::<f32>()
-        .expect("f32 logits")
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "logit count");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+    support::run_peer("onnx_run.py", model, input, shape, &[])
 }
 
 /// Exports `pre`, runs it in ONNX Runtime on `input` and checks the logits; returns max |diff|.
@@ -139,29 +69,6 @@ fn check_parity(
         "{what}: max |diff| {diff:e} > {TOLERANCE:e}"
     );
     Some(diff)
-}
-
-fn bundled() -> Pretrained {
-    effnet::bundled_pretrained(&Device::flex()).expect("bundled weights")
-}
-
-fn parity_fixture(name: &str, weights: &str) -> Pretrained {
-    let text = std::fs::read_to_string(root().join(format!("tests/data/parity/{name}.toml")))
-        .expect("fixture config");
-    let cfg = EfficientNetConfig::from_toml(&text).expect("config");
-    let imported = import_pytorch(
-        &root().join("tests/data/parity").join(weights),
-        &cfg,
-        &Device::flex(),
-    )
-    .expect("fixture weights");
-    Pretrained {
-        preprocess: default_preprocess(&imported.config),
-        model: imported.model,
-        config: imported.config,
-        source: name.into(),
-        labels: None,
-    }
 }
 
 #[test]
@@ -333,4 +240,127 @@ fn bad_options_are_errors_not_panics() {
     )
     .expect_err("must fail");
     assert!(err.to_string().contains("/nonexistent/dir/m.onnx"), "{err}");
+}
+
+/// Exports `pre` as a QDQ graph and runs it in ONNX Runtime; `None` when skipped.
+fn qdq_logits(
+    what: &str,
+    pre: &Pretrained,
+    int8: Int8Options,
+    input: &[f32],
+    shape: [usize; 4],
+) -> Option<Vec<f32>> {
+    if let Err(reason) = onnxruntime_or_skip() {
+        eprintln!("skipped {what}: onnxruntime unavailable ({reason})");
+        return None;
+    }
+    let options = OnnxOptions {
+        batch: BatchSize::Fixed(shape[0]),
+        int8: Some(int8),
+        ..OnnxOptions::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join(format!("{what}.onnx"));
+    write_onnx(&path, pre, &options).expect("export");
+    Some(run_onnxruntime(&path, input, shape))
+}
+
+#[test]
+fn int8_qdq_lite0_keeps_top1_on_photos_in_onnxruntime() {
+    let pre = bundled();
+    let (input, shape) = photo_batch(&pre.preprocess);
+    let quant = support::photo_quant(&pre);
+    let classes = pre.config.num_classes;
+    let f32_top1 = top1(&effnet_logits(&pre, &input, shape), classes);
+    for io in [IoType::Float32, IoType::Int8] {
+        let int8 = Int8Options {
+            model: quant.clone(),
+            input: io,
+            output: io,
+        };
+        let Some(logits) = qdq_logits(&format!("lite0_qdq_{io:?}"), &pre, int8, &input, shape)
+        else {
+            return;
+        };
+        let int8_top1 = top1(&logits, classes);
+        println!("lite0 QDQ ({io:?} io): top-1 {int8_top1:?}, f32 {f32_top1:?}");
+        assert_eq!(int8_top1, f32_top1, "{io:?}");
+    }
+}
+
+#[test]
+fn int8_qdq_silu_se_v2_runs_in_onnxruntime_close_to_f32() {
+    let pre = parity_fixture("tv_v2_tiny", "tv_v2_tiny.pth");
+    let (input, shape) = photo_batch(&pre.preprocess);
+    let int8 = Int8Options {
+        model: support::photo_quant(&pre),
+        input: IoType::Float32,
+        output: IoType::Float32,
+    };
+    let Some(theirs) = qdq_logits("tv_v2_tiny_qdq", &pre, int8, &input, shape) else {
+        return;
+    };
+    let ours = effnet_logits(&pre, &input, shape);
+    let scale = ours.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = max_abs_diff(&ours, &theirs);
+    println!("tv_v2_tiny QDQ: max |f32 - int8| = {diff:.3e} (max |logit| {scale:.2})");
+    assert!(
+        diff < 0.1 * scale,
+        "int8 error {diff} vs logit scale {scale}"
+    );
+}
+
+#[test]
+fn int8_qdq_graph_runs_as_integer_kernels_in_onnxruntime() {
+    // Every conv, residual add and the classifier fuse into ONNX Runtime's integer kernels:
+    // only the boundary Q/DQ stay (the reason activations are uint8 inside the QDQ graph).
+    if let Err(reason) = onnxruntime_or_skip() {
+        eprintln!("skipped: onnxruntime unavailable ({reason})");
+        return;
+    }
+    let pre = bundled();
+    let options = OnnxOptions {
+        int8: Some(Int8Options {
+            model: support::photo_quant(&pre),
+            input: IoType::Float32,
+            output: IoType::Float32,
+        }),
+        ..OnnxOptions::default()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (model, optimized) = (dir.path().join("q.onnx"), dir.path().join("opt.onnx"));
+    write_onnx(&model, &pre, &options).expect("export");
+    let script = "import sys, collections, onnx, onnxruntime as ort\n\
+        o = ort.SessionOptions(); o.optimized_model_filepath = sys.argv[2]\n\
+        ort.InferenceSession(sys.argv[1], o, providers=['CPUExecutionProvider'])\n\
+        ops = collections.Counter(n.op_type for n in onnx.load(sys.argv[2]).graph.node)\n\
+        print(' '.join(f'{k}={v}' for k, v in sorted(ops.items())))";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .args([&model, &optimized])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ops = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!("optimized ops: {ops}");
+    let count = |op: &str| {
+        ops.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{op}=")))
+            .map_or(0, |n| n.parse::<usize>().expect("count"))
+    };
+    assert_eq!(count("Conv"), 0, "{ops}");
+    assert_eq!(count("Add"), 0, "{ops}");
+    assert!(
+        count("QLinearConv") > 40 && count("QLinearAdd") > 0,
+        "{ops}"
+    );
+    assert_eq!(
+        count("QuantizeLinear") + count("DequantizeLinear"),
+        2,
+        "{ops}"
+    );
 }
