@@ -10,6 +10,7 @@ use crate::isa::{Isa, fmadd, multiversion};
 pub mod conv;
 pub mod depthwise;
 pub mod gemm;
+pub mod optim;
 pub mod se;
 #[cfg(test)]
 pub(crate) mod test_util;
