@@ -105,7 +105,7 @@ unsafe fn run_one<
     });
     let mut c0 = 0;
     while c0 + 16 <= c {
-        // SAFETY (block): c0 + 16 ≤ c; weights and bias asserted above; the input loads
+        // SAFETY: (block) c0 + 16 ≤ c; weights and bias asserted above; the input loads
         // that are not masked off read column ix0 + j < w of row iy < h, inside the
         // asserted image (masked-off lanes are not accessed, and their addresses are only
         // formed with wrapping arithmetic); the stores inside `opix` (asserted).

@@ -51,8 +51,8 @@ multiversion! {
                 // AVX-512: runs of pixels sharing their column loads; then (and elsewhere) 4
                 // pixels, or 1, with one load per tap.
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: WIDE only in the AVX-512 instance; ox < ow.
                 let run = if WIDE {
+                    // SAFETY: WIDE only in the AVX-512 instance; ox < ow.
                     unsafe { avx512::run(input, weight, bias, act, &g, oy, ox, orow) }
                 } else {
                     None

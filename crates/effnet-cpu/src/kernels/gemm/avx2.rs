@@ -57,7 +57,7 @@ unsafe fn tile256<const R: usize, const W: usize>(
 ) {
     let (n, k) = (job.w.n, job.w.k);
     let masks = [m0, m1];
-    // SAFETY (whole body): as in `tile512`, with 16-wide panels of `W` vectors of 8.
+    // SAFETY: (whole body) as in `tile512`, with 16-wide panels of `W` vectors of 8.
     unsafe {
         let c = job.dst.add(t.i * n + t.p * 16);
         let mut b = job.w.data.as_ptr().add(t.p * k * 16 + t.k0 * W * 8);

@@ -65,7 +65,7 @@ unsafe fn tile512<const R: usize, const W: usize, const HALF: bool>(
 ) {
     let (n, k) = (job.w.n, job.w.k);
     let masks = [m0, m1];
-    // SAFETY (whole body): `dst` rows t.i..t.i+R of m and columns p·32.. are inside the
+    // SAFETY: (whole body) `dst` rows t.i..t.i+R of m and columns p·32.. are inside the
     // m×n output or masked off; `lhs` rows t.i..t.i+R hold k0+kc ≤ k values each at lda
     // apart (checked by `gemm_packed`); panel p starts at p·k·32 floats from a 64-byte
     // aligned start and is `W`·16 wide (`width`); the bias has 32 per panel; the
