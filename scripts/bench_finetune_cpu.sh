@@ -12,8 +12,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EPOCHS=${1:-3}; THREADS=${2:-2}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/effnet-target}
-cargo build --release -q -p effnet-cli
-effnet="$CARGO_TARGET_DIR/release/effnet"
+# $EFFNET: an effnet binary to use as is (else it is built here).
+effnet=${EFFNET:-$CARGO_TARGET_DIR/release/effnet}
+if [ -z "${EFFNET:-}" ]; then
+  cargo build --release -q -p effnet-cli
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 python3 scripts/make_train_data.py digits "$work/digits" >/dev/null

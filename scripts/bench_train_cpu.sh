@@ -9,5 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/effnet-target}
-cargo build --release -q -p effnet-cli
-exec python3 scripts/bench_train_cpu.py --effnet "$CARGO_TARGET_DIR/release/effnet" "$@"
+# $EFFNET: an effnet binary to use as is (else it is built here).
+if [ -z "${EFFNET:-}" ]; then
+  cargo build --release -q -p effnet-cli
+fi
+exec python3 scripts/bench_train_cpu.py --effnet "${EFFNET:-$CARGO_TARGET_DIR/release/effnet}" "$@"
