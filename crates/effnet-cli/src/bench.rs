@@ -19,6 +19,37 @@ pub enum Mode {
     Train,
 }
 
+/// The optimiser `effnet bench --train` steps with.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, clap::ValueEnum)]
+pub enum OptimArg {
+    /// AdamW (weight decay 0.05, lr 1e-3).
+    Adamw,
+    /// TensorFlow-1 RMSProp (weight decay 1e-5, lr 0.016).
+    Rmsproptf,
+    /// SGD with Nesterov momentum (weight decay 1e-4, lr 0.1).
+    Sgd,
+}
+
+impl OptimArg {
+    /// effnet-train's section for it (as in a recipe, no decay on BatchNorm and biases) and
+    /// the learning rate to step with.
+    fn section(self) -> (effnet_train::config::OptimSection, f64) {
+        use effnet_train::config::{OptimKind, OptimSection};
+        let (name, weight_decay, eps, lr) = match self {
+            OptimArg::Adamw => (OptimKind::Adamw, 0.05, 1e-8, 1e-3),
+            OptimArg::Rmsproptf => (OptimKind::Rmsproptf, 1e-5, 1e-3, 0.016),
+            OptimArg::Sgd => (OptimKind::Sgd, 1e-4, 1e-3, 0.1),
+        };
+        let section = OptimSection {
+            name,
+            weight_decay,
+            eps,
+            ..OptimSection::default()
+        };
+        (section, lr)
+    }
+}
+
 /// Arguments of `effnet bench`.
 #[derive(Args)]
 pub struct BenchArgs {
@@ -48,9 +79,13 @@ pub struct BenchArgs {
     /// Keep BatchNorm as separate layers (inference folds it into the convs by default).
     #[arg(long)]
     pub no_fold: bool,
-    /// Time training steps (forward, cross-entropy, backward, AdamW) instead of inference.
+    /// Time training steps (forward, cross-entropy, backward, optimiser) instead of inference.
     #[arg(long)]
     pub train: bool,
+    /// Optimiser of --train (effnet-train's: fused over all parameters on the cpu, burn's
+    /// per-tensor form elsewhere or with EFFNET_PLAIN_OPTIM=1).
+    #[arg(long, value_enum, default_value_t = OptimArg::Adamw)]
+    pub optimizer: OptimArg,
     /// Also print the time split per layer type (inference: one image after another, single
     /// forward; with --train: each layer's forward and backward, the optimiser and the EMA).
     #[arg(long)]
@@ -66,7 +101,7 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     let r = settings(&a, &cfg, &device)?;
     let native = use_native(&a, r.precision)?;
     let (first, mut times, params) = if a.train {
-        time_training(&cfg, &r, &device)
+        time_training(&cfg, &r, &device, a.optimizer)?
     } else if native {
         crate::native_bench::time(&cfg, &r)?
     } else {
@@ -259,13 +294,20 @@ fn time_inference(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing 
     (first, times, params)
 }
 
-fn time_training(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing {
+fn time_training(
+    cfg: &EfficientNetConfig,
+    a: &Run,
+    device: &Device,
+    optimizer: OptimArg,
+) -> anyhow::Result<Timing> {
     use burn::nn::loss::CrossEntropyLossConfig;
-    use burn::optim::{AdamWConfig, GradientsParams};
+    use burn::optim::GradientsParams;
+    use effnet_train::optim::{OptimImpl, build_optimizer};
     let device = device.clone().autodiff();
     let mut model = Some(cfg.init(&device));
     let params = model.as_ref().map_or(0, |m| m.num_trainable_params());
-    let mut optim = AdamWConfig::new().init();
+    let (section, lr) = optimizer.section();
+    let mut optim = build_optimizer(&section, &device, OptimImpl::Auto)?;
     let x = random_input(a, &device);
     let y = Tensor::<1, Int>::arange(0..a.batch as i64, &device)
         .remainder_scalar(cfg.num_classes as i64);
@@ -274,8 +316,8 @@ fn time_training(cfg: &EfficientNetConfig, a: &Run, device: &Device) -> Timing {
         let Some(m) = model.take() else { return };
         let loss = loss_fn.forward(m.forward_with(x.clone(), a.precision), y.clone());
         let grads = GradientsParams::from_grads(loss.backward(), &m);
-        model = Some(optim.step(1e-3, m, grads));
+        model = Some(optim.step(lr, m, grads, 0.0));
         let _ = loss.into_data();
     });
-    (first, times, params)
+    Ok((first, times, params))
 }

@@ -8,13 +8,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use effnet_model::{
     EfficientNet, EfficientNetConfig, Preprocess, load_native, save_native_labeled,
 };
 use serde::{Deserialize, Serialize};
 
+use crate::optim::TrainOptimizer;
 use crate::precision::DynamicLossScaler;
 
 /// One row of `summary.csv` (one finished epoch).
@@ -92,7 +92,7 @@ pub struct Loaded {
     /// EMA weights, if the run keeps them.
     pub ema: Option<EfficientNet>,
     /// Optimiser with its state.
-    pub optim: ModuleOptimizer,
+    pub optim: TrainOptimizer,
     /// Position and history.
     pub state: TrainState,
     /// Folder it came from.
@@ -118,7 +118,7 @@ pub struct Snapshot<'a> {
     /// EMA weights.
     pub ema: Option<&'a EfficientNet>,
     /// Optimiser.
-    pub optim: &'a ModuleOptimizer,
+    pub optim: &'a TrainOptimizer,
     /// Position.
     pub state: &'a TrainState,
     /// Model description stored with the weights.
@@ -166,8 +166,8 @@ pub fn save(run: &Path, snap: &Snapshot<'_>, keep_last: usize) -> Result<PathBuf
         .context("saving EMA weights")?;
     }
     snap.optim
-        .save(tmp.join("optim.bpk"))
-        .map_err(|e| anyhow::anyhow!("saving optimiser state in {}: {e:?}", tmp.display()))?;
+        .save(&tmp.join("optim.bpk"))
+        .context("saving the optimiser state")?;
     write_atomic(
         &tmp.join("state.json"),
         serde_json::to_string_pretty(snap.state)?.as_bytes(),
@@ -234,7 +234,7 @@ pub fn latest(run: &Path) -> Result<PathBuf> {
 /// Loads the latest checkpoint of `run` onto the inference `device` (call `Module::train` to
 /// train it); `optim` is a freshly built optimiser of
 /// the same recipe whose state gets replaced.
-pub fn load(run: &Path, device: &Device, optim: ModuleOptimizer) -> Result<Loaded> {
+pub fn load(run: &Path, device: &Device, optim: TrainOptimizer) -> Result<Loaded> {
     let dir = latest(run)?;
     let state_path = dir.join("state.json");
     let state: TrainState = serde_json::from_str(
@@ -256,8 +256,8 @@ pub fn load(run: &Path, device: &Device, optim: ModuleOptimizer) -> Result<Loade
         None
     };
     let optim = optim
-        .load(dir.join("optim.bpk"))
-        .map_err(|e| anyhow::anyhow!("loading optimiser state from {}: {e:?}", dir.display()))?;
+        .load(&dir.join("optim.bpk"))
+        .with_context(|| format!("resuming from {}", dir.display()))?;
     Ok(Loaded {
         model,
         ema,
@@ -306,7 +306,7 @@ impl Checkpointer {
         &self,
         model: &EfficientNet,
         ema: Option<&EfficientNet>,
-        optim: &ModuleOptimizer,
+        optim: &TrainOptimizer,
         state: &TrainState,
     ) -> Result<PathBuf> {
         let snap = Snapshot {

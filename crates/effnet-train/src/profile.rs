@@ -29,7 +29,7 @@ use effnet_model::{
 use crate::config::{OptimKind, OptimSection};
 use crate::ema::ModelEma;
 use crate::loss::soft_target_cross_entropy;
-use crate::optim::build_optimizer;
+use crate::optim::{OptimImpl, build_optimizer};
 
 /// The layer kinds of the split, in table order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -185,19 +185,23 @@ pub fn profile_training(
     let x = Tensor::<4>::random([batch, 3, size, size], Distribution::Normal(0.0, 1.0), &ad)
         .cast(precision.float_dtype());
     let y = one_hot_labels(batch, cfg.num_classes, &ad);
-    let mut optim = build_optimizer(&OptimSection {
-        name: OptimKind::Adamw,
-        lr_base: 1e-3,
-        lr_base_batch: 256,
-        weight_decay: 0.01,
-        no_decay_bn_bias: true,
-        momentum: 0.9,
-        rho: 0.9,
-        eps: 1e-8,
-        betas: [0.9, 0.999],
-        nesterov: true,
-        lr: None,
-    })?;
+    let mut optim = build_optimizer(
+        &OptimSection {
+            name: OptimKind::Adamw,
+            lr_base: 1e-3,
+            lr_base_batch: 256,
+            weight_decay: 0.01,
+            no_decay_bn_bias: true,
+            momentum: 0.9,
+            rho: 0.9,
+            eps: 1e-8,
+            betas: [0.9, 0.999],
+            nesterov: true,
+            lr: None,
+        },
+        &ad,
+        OptimImpl::Auto,
+    )?;
     let mut ema = ModelEma::new(model.valid(), 0.9998, true, 0.75);
     let sync = || {
         let _ = ad.sync();
@@ -214,7 +218,7 @@ pub fn profile_training(
         sync();
         let b = t.elapsed();
         let t = Clock::now();
-        model = optim.step(1e-3, model, grads);
+        model = optim.step(1e-3, model, grads, 0.0);
         sync();
         let o = t.elapsed();
         let t = Clock::now();

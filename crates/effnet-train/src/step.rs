@@ -3,12 +3,12 @@
 //! clipping, and the optimiser update ([`apply_update`], the one place the optimiser is called).
 //! The loop ([`crate::trainer`]) decides what to step on and what to do with the outcome.
 
-use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use effnet_model::{ComputePrecision, EfficientNet};
 
 use crate::loss::soft_target_cross_entropy;
-use crate::optim::clip_grad_norm;
+use crate::optim::TrainOptimizer;
 use crate::precision::{DynamicLossScaler, ScaleUpdate, unscale_and_check};
 
 /// How one step of [`train_step_mixed`] runs.
@@ -42,7 +42,7 @@ pub struct StepOutcome {
 /// the weights untouched (`poison` forces a NaN loss, for the divergence test hook).
 pub fn train_step(
     model: EfficientNet,
-    optim: &mut ModuleOptimizer,
+    optim: &mut TrainOptimizer,
     x: Tensor<4>,
     y: Tensor<2>,
     lr: f64,
@@ -65,7 +65,7 @@ pub fn train_step(
 /// (weights and optimiser state untouched) while the scaler backs off.
 pub fn train_step_mixed(
     model: EfficientNet,
-    optim: &mut ModuleOptimizer,
+    optim: &mut TrainOptimizer,
     x: Tensor<4>,
     y: Tensor<2>,
     settings: &StepSettings,
@@ -79,7 +79,7 @@ pub fn train_step_mixed(
 /// reported loss is the batches' mean.
 pub fn train_step_accumulated(
     model: EfficientNet,
-    optim: &mut ModuleOptimizer,
+    optim: &mut TrainOptimizer,
     batches: Vec<(Tensor<4>, Tensor<2>)>,
     settings: &StepSettings,
     scaler: Option<&mut DynamicLossScaler>,
@@ -122,20 +122,17 @@ pub fn train_step_accumulated(
     if !finite {
         return (model, outcome(true));
     }
-    if settings.clip_grad > 0.0 {
-        clip_grad_norm(&model, &mut grads, settings.clip_grad);
-    }
-    let model = apply_update(optim, settings.lr, model, grads);
+    let model = apply_update(optim, settings, model, grads);
     (model, outcome(false))
 }
 
-/// The optimiser update of one step: the only call into the optimiser, so that a fused
-/// implementation replaces it here and nowhere else.
+/// The optimiser update of one step, global-norm clipping included: the only call into the
+/// optimiser (fused over all parameters on the CPU, burn's per-tensor optimisers elsewhere).
 fn apply_update(
-    optim: &mut ModuleOptimizer,
-    lr: f64,
+    optim: &mut TrainOptimizer,
+    settings: &StepSettings,
     model: EfficientNet,
     grads: GradientsParams,
 ) -> EfficientNet {
-    optim.step(lr, model, grads)
+    optim.step(settings.lr, model, grads, settings.clip_grad)
 }

@@ -13,7 +13,7 @@ use burn::tensor::Distribution;
 use effnet_model::{ComputePrecision, EfficientNetConfig};
 
 use crate::config::TrainConfig;
-use crate::optim::build_optimizer;
+use crate::optim::{OptimImpl, build_optimizer};
 use crate::precision::DynamicLossScaler;
 use crate::schedule::ProgressiveSchedule;
 use crate::step::{StepSettings, train_step_mixed};
@@ -80,7 +80,7 @@ pub fn warm_up(cfg: &TrainConfig, model_cfg: &EfficientNetConfig, shape: WarmSha
         WarmKind::Train => {
             let ad = device.autodiff();
             let mut model = model_cfg.init(&ad).train();
-            let mut optim = build_optimizer(&cfg.optim)?;
+            let mut optim = build_optimizer(&cfg.optim, &ad, OptimImpl::Auto)?;
             let settings = StepSettings {
                 lr: 1e-4,
                 clip_grad: cfg.train.clip_grad,

@@ -10,7 +10,7 @@ use effnet_testutil as common;
 
 use effnet_model::parse_device;
 use effnet_train::checkpoint;
-use effnet_train::optim::build_optimizer;
+use effnet_train::optim::{OptimImpl, build_optimizer};
 use effnet_train::{TestHooks, TrainConfig, train, train_with_hooks};
 
 /// The device RNG (model init, dropout, stochastic depth) is shared by the whole process: the
@@ -54,7 +54,7 @@ fn weights(
     cfg: &TrainConfig,
 ) -> (Vec<f32>, effnet_train::DynamicLossScaler) {
     let device = parse_device("cpu").unwrap();
-    let optim = build_optimizer(&cfg.optim).unwrap();
+    let optim = build_optimizer(&cfg.optim, &device, OptimImpl::Auto).unwrap();
     let l = checkpoint::load(run, &device, optim).expect("checkpoint");
     let mut v: Vec<f32> = l
         .model

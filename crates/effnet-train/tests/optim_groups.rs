@@ -1,5 +1,6 @@
 //! Weight decay reaches conv/linear weights but not BatchNorm parameters or biases, through the
-//! paths burn's ModuleOptimizer actually sees on an EfficientNet.
+//! paths burn's ModuleOptimizer actually sees on an EfficientNet, in both implementations (the
+//! fused CPU loops and burn's per-tensor optimisers).
 
 use effnet_testutil as common;
 
@@ -7,7 +8,7 @@ use burn::optim::GradientsParams;
 use burn::prelude::*;
 use effnet_model::EfficientNetConfig;
 use effnet_train::config::{OptimKind, OptimSection};
-use effnet_train::optim::build_optimizer;
+use effnet_train::optim::{OptimImpl, build_optimizer};
 
 fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
@@ -15,6 +16,12 @@ fn vals<const D: usize>(t: Tensor<D>) -> Vec<f32> {
 
 #[test]
 fn adamw_decays_weights_but_not_bn_or_bias() {
+    for imp in [OptimImpl::Auto, OptimImpl::Burn] {
+        decays_weights_but_not_bn_or_bias(imp);
+    }
+}
+
+fn decays_weights_but_not_bn_or_bias(imp: OptimImpl) {
     let dev = Device::flex();
     let ad = dev.clone().autodiff();
     let cfg = EfficientNetConfig::from_name_or_file(&common::tiny_model()).unwrap();
@@ -28,36 +35,43 @@ fn adamw_decays_weights_but_not_bn_or_bias() {
     let before_w = vals(model.conv_stem.weight.val().inner());
     let before_gamma = vals(model.bn1.as_ref().expect("stem BN").gamma.val().inner());
     let before_bias = vals(model.classifier.bias.as_ref().unwrap().val().inner());
-    let mut optim = build_optimizer(&OptimSection {
-        name: OptimKind::Adamw,
-        lr_base: 1.0,
-        lr_base_batch: 256,
-        weight_decay: 0.5,
-        no_decay_bn_bias: true,
-        momentum: 0.9,
-        rho: 0.9,
-        eps: 1e-8,
-        betas: [0.9, 0.999],
-        nesterov: true,
-        lr: None,
-    })
+    let mut optim = build_optimizer(
+        &OptimSection {
+            name: OptimKind::Adamw,
+            lr_base: 1.0,
+            lr_base_batch: 256,
+            weight_decay: 0.5,
+            no_decay_bn_bias: true,
+            momentum: 0.9,
+            rho: 0.9,
+            eps: 1e-8,
+            betas: [0.9, 0.999],
+            nesterov: true,
+            lr: None,
+        },
+        &ad,
+        imp,
+    )
     .unwrap();
     // A zero loss: every parameter gets a zero gradient, so only weight decay moves anything.
     let x = Tensor::<4>::ones([2, 3, 32, 32], &ad);
     let loss = model.forward(x).sum().mul_scalar(0.0);
     let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let model = optim.step(0.1, model, grads);
+    let model = optim.step(0.1, model, grads, 0.0);
     let after_w = vals(model.conv_stem.weight.val().inner());
     let after_gamma = vals(model.bn1.as_ref().expect("stem BN").gamma.val().inner());
     let after_bias = vals(model.classifier.bias.as_ref().unwrap().val().inner());
     for (a, b) in before_w.iter().zip(&after_w) {
         assert!(
             (b - a * 0.95).abs() < 1e-6,
-            "conv weight not decayed: {a} -> {b}"
+            "{imp:?}: conv weight not decayed: {a} -> {b}"
         );
     }
-    assert_eq!(before_gamma, after_gamma, "BN gamma was decayed");
-    assert_eq!(before_bias, after_bias, "classifier bias was decayed");
+    assert_eq!(before_gamma, after_gamma, "{imp:?}: BN gamma was decayed");
+    assert_eq!(
+        before_bias, after_bias,
+        "{imp:?}: classifier bias was decayed"
+    );
 }
 
 #[test]

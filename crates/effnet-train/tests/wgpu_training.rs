@@ -30,7 +30,7 @@ use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, parse_dev
 use effnet_train::config::{OptimKind, OptimSection};
 use effnet_train::ema::{ModelEma, copy_weights};
 use effnet_train::loss::soft_target_cross_entropy;
-use effnet_train::optim::build_optimizer;
+use effnet_train::optim::{OptimImpl, build_optimizer};
 use effnet_train::{DynamicLossScaler, LossScaleConfig, StepSettings, train_step_mixed};
 
 /// f16 on wgpu against the f32 reference: the loss (relative; f16 has an 11-bit significand), and
@@ -256,7 +256,7 @@ fn run(
 
     // The trainer's steps, with the weight EMA after each one.
     let mut model = fresh();
-    let mut optim = build_optimizer(optim_cfg).expect("optimiser");
+    let mut optim = build_optimizer(optim_cfg, &ad, OptimImpl::Auto).expect("optimiser");
     let mut scaler = f16.then(|| {
         DynamicLossScaler::new(LossScaleConfig {
             init_scale: F16_SCALE,

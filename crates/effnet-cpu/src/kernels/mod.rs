@@ -8,7 +8,8 @@
 //! Training (effnet-model's burn ops) runs on burn's channels-first tensors: its kernels are the
 //! `nchw` files beside the inference ones (`conv/nchw.rs`, `depthwise/nchw.rs`, `se/nchw.rs`,
 //! with [`gemm::strided`] under the dense convs) and [`norm_act`], forward and backward side by
-//! side; [`crate::train`] lists them.
+//! side; [`crate::train`] lists them. [`optim`] has the optimiser and EMA updates (one pass over
+//! all parameters), [`int8`] the quantised inference kernels.
 
 use crate::isa::{Isa, fmadd, multiversion};
 
@@ -17,6 +18,7 @@ pub mod depthwise;
 pub mod gemm;
 pub mod int8;
 pub mod norm_act;
+pub mod optim;
 pub mod se;
 #[cfg(test)]
 pub(crate) mod test_util;

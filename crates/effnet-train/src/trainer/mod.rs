@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use effnet_data::{Preprocess, TrainTransform};
 use effnet_model::EfficientNet;
@@ -23,6 +22,7 @@ use crate::config::TrainConfig;
 use crate::data::{Splits, train_transform};
 use crate::ema::ModelEma;
 use crate::hooks::TestHooks;
+use crate::optim::TrainOptimizer;
 use crate::output;
 use crate::report::{Reporter, RunInfo, Silent};
 use crate::run_folder::{RunFolder, check_same_classes};
@@ -85,7 +85,7 @@ pub struct Trainer {
     /// Training weights on the autodiff device (`None` only transiently inside a step).
     model: Option<EfficientNet>,
     ema: Option<ModelEma>,
-    optim: ModuleOptimizer,
+    optim: TrainOptimizer,
     state: TrainState,
     schedule: ProgressiveSchedule,
     base_tf: TrainTransform,

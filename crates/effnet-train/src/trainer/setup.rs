@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use burn::optim::ModuleOptimizer;
 use burn::prelude::*;
 use effnet_data::Preprocess;
 use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, parse_device};
@@ -13,7 +12,7 @@ use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, parse_dev
 use crate::config::TrainConfig;
 use crate::data::{Splits, eval_preprocess, open_splits};
 use crate::ema::copy_weights;
-use crate::optim::build_optimizer;
+use crate::optim::{OptimImpl, TrainOptimizer, build_optimizer};
 use crate::precision::DynamicLossScaler;
 
 /// Builds the network the recipe asks for, on the plain device, with `num_classes` outputs.
@@ -86,7 +85,7 @@ pub(super) struct Setup {
     pub model: EfficientNet,
     pub model_cfg: EfficientNetConfig,
     pub preprocess: Preprocess,
-    pub optim: ModuleOptimizer,
+    pub optim: TrainOptimizer,
 }
 
 impl Setup {
@@ -103,7 +102,7 @@ impl Setup {
         let (model, model_cfg) = build_model(cfg, n_classes, &device)?;
         let eval_size = cfg.data.eval_size.unwrap_or(model_cfg.eval_size);
         let preprocess = eval_preprocess(cfg, eval_size);
-        let optim = build_optimizer(&cfg.optim)?;
+        let optim = build_optimizer(&cfg.optim, &device, OptimImpl::Auto)?;
         Ok(Self {
             device,
             splits,

@@ -1,6 +1,12 @@
-//! Optimisers: burn's AdamW and SGD (configured to match PyTorch), and a TensorFlow-1 RMSProp
-//! written here because burn's is PyTorch-style and the automl recipe depends on the TF form.
-//! All of them run inside burn's [`ModuleOptimizer`], whose state can be saved and restored.
+//! Optimisers: AdamW and SGD (configured to match PyTorch), and a TensorFlow-1 RMSProp written
+//! here because burn's is PyTorch-style and the automl recipe depends on the TF form.
+//!
+//! Two implementations of each, with the same results and the same saved state
+//! ([`TrainOptimizer`]): on the CPU (flex) device one threaded pass over all parameters at once
+//! ([`fused`], effnet-cpu's kernels); elsewhere burn's per-tensor optimisers inside its
+//! [`ModuleOptimizer`] (a few tensor operations per parameter).
+
+use std::path::Path;
 
 use anyhow::{Result, anyhow};
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup};
@@ -13,6 +19,11 @@ use burn::optim::{
 use burn::prelude::*;
 
 use crate::config::{OptimKind, OptimSection};
+
+pub(crate) mod flex;
+pub mod fused;
+
+pub use fused::{FusedOptimizer, Rule};
 
 /// RMSProp as in `tf.compat.v1.train.RMSPropOptimizer` (and timm's `RMSpropTF`):
 ///
@@ -130,18 +141,22 @@ fn sgd(cfg: &OptimSection, weight_decay: f64) -> SgdConfig {
         )
 }
 
+/// The parameters exempt from weight decay ([`NO_DECAY_REGEX`]).
+fn no_decay_group() -> Result<ParamGroup> {
+    ParamGroup::from_regex(NO_DECAY_REGEX).map_err(|e| anyhow!("bad no-decay pattern: {e:?}"))
+}
+
 fn with_no_decay<O: Optimizer>(main: O, no_decay: O, split: bool) -> Result<ModuleOptimizer> {
     let optim = ModuleOptimizer::from(main);
     if !split {
         return Ok(optim);
     }
-    let group = ParamGroup::from_regex(NO_DECAY_REGEX)
-        .map_err(|e| anyhow!("bad no-decay pattern: {e:?}"))?;
-    Ok(optim.with_group(group, no_decay, None))
+    Ok(optim.with_group(no_decay_group()?, no_decay, None))
 }
 
-/// Builds the configured optimiser, with a decay-free group for BN parameters and biases.
-pub fn build_optimizer(cfg: &OptimSection) -> Result<ModuleOptimizer> {
+/// burn's per-tensor form of the configured optimiser, with a decay-free group for BN
+/// parameters and biases.
+pub fn build_burn_optimizer(cfg: &OptimSection) -> Result<ModuleOptimizer> {
     let wd = cfg.weight_decay;
     let split = cfg.no_decay_bn_bias && wd > 0.0;
     match cfg.name {
@@ -149,6 +164,138 @@ pub fn build_optimizer(cfg: &OptimSection) -> Result<ModuleOptimizer> {
         OptimKind::Adamw => with_no_decay(adamw(cfg, wd).build(), adamw(cfg, 0.0).build(), split),
         OptimKind::Sgd => with_no_decay(sgd(cfg, wd).build(), sgd(cfg, 0.0).build(), split),
     }
+}
+
+/// Environment variable that makes the optimiser step and the EMA update run burn's per-tensor
+/// operations on the CPU too (`EFFNET_PLAIN_OPTIM=1`): the "before" of benchmarks and profiles,
+/// as `EFFNET_PLAIN_OPS` is for the layers.
+pub const PLAIN_OPTIM_ENV: &str = "EFFNET_PLAIN_OPTIM";
+
+/// Whether [`PLAIN_OPTIM_ENV`] asks for burn's per-tensor updates.
+pub fn plain_optim_requested() -> bool {
+    std::env::var(PLAIN_OPTIM_ENV).is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+}
+
+/// Which code runs the optimiser step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimImpl {
+    /// The fused loops over all parameters ([`fused`]) on the CPU (flex) device, burn's
+    /// per-tensor optimisers elsewhere or with [`PLAIN_OPTIM_ENV`] set.
+    Auto,
+    /// burn's per-tensor optimisers on every device (the reference the fused loops are tested
+    /// against).
+    Burn,
+}
+
+/// The run's optimiser: effnet's fused loops on the CPU (flex) device, burn's `ModuleOptimizer`
+/// elsewhere. Both keep the same state in the same checkpoint format, so a run resumes on
+/// either.
+#[derive(Clone)]
+pub enum TrainOptimizer {
+    /// One threaded pass over all parameters (CPU).
+    Fused(FusedOptimizer),
+    /// burn's per-tensor optimisers (any device).
+    Burn(ModuleOptimizer),
+}
+
+impl TrainOptimizer {
+    /// One update of `model` with `grads` at `lr`; with `clip > 0` the gradients are first
+    /// scaled to a global L2 norm of at most `clip` (timm's `clip_grad_norm`).
+    pub fn step<M: Module>(
+        &mut self,
+        lr: f64,
+        model: M,
+        mut grads: GradientsParams,
+        clip: f64,
+    ) -> M {
+        match self {
+            TrainOptimizer::Fused(f) => match f.step(lr, model, grads, clip) {
+                Ok((model, _norm)) => model,
+                Err(_) => panic!(
+                    "the fused optimiser runs on the CPU (flex) device only; build the optimiser \
+                     for the model's device"
+                ),
+            },
+            TrainOptimizer::Burn(o) => {
+                if clip > 0.0 {
+                    clip_grad_norm(&model, &mut grads, clip);
+                }
+                o.step(lr, model, grads)
+            }
+        }
+    }
+
+    /// Whether this is the fused implementation.
+    pub fn is_fused(&self) -> bool {
+        matches!(self, TrainOptimizer::Fused(_))
+    }
+
+    /// Writes the state (burn's optimiser record format) to `path`.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        match self {
+            TrainOptimizer::Fused(f) => f.save(path),
+            TrainOptimizer::Burn(o) => o
+                .save(path)
+                .map_err(|e| anyhow!("writing the optimiser state {}: {e:?}", path.display())),
+        }
+    }
+
+    /// Replaces the state with the one saved at `path` (by either implementation).
+    pub fn load(self, path: &Path) -> Result<Self> {
+        Ok(match self {
+            TrainOptimizer::Fused(f) => TrainOptimizer::Fused(f.load(path)?),
+            TrainOptimizer::Burn(o) => {
+                TrainOptimizer::Burn(o.load(path).map_err(|e| {
+                    anyhow!("reading the optimiser state {}: {e:?}", path.display())
+                })?)
+            }
+        })
+    }
+}
+
+/// The fused rule of a recipe's optimiser section.
+fn fused_rule(cfg: &OptimSection) -> Rule {
+    match cfg.name {
+        OptimKind::Adamw => Rule::AdamW {
+            beta_1: cfg.betas[0] as f32,
+            beta_2: cfg.betas[1] as f32,
+            eps: cfg.eps as f32,
+            weight_decay: cfg.weight_decay as f32,
+        },
+        OptimKind::Rmsproptf => Rule::RmsPropTf {
+            rho: cfg.rho,
+            momentum: cfg.momentum,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay,
+        },
+        OptimKind::Sgd => Rule::Sgd {
+            momentum: cfg.momentum,
+            dampening: 0.0,
+            nesterov: cfg.nesterov,
+            weight_decay: cfg.weight_decay as f32,
+        },
+    }
+}
+
+/// Builds the configured optimiser for a model on `device` (see [`TrainOptimizer`]), with a
+/// decay-free group for BN parameters and biases.
+pub fn build_optimizer(
+    cfg: &OptimSection,
+    device: &Device,
+    imp: OptimImpl,
+) -> Result<TrainOptimizer> {
+    if imp == OptimImpl::Auto && !plain_optim_requested() && flex::is_flex(device) {
+        let no_decay = if cfg.no_decay_bn_bias && cfg.weight_decay > 0.0 {
+            Some(no_decay_group()?)
+        } else {
+            None
+        };
+        return Ok(TrainOptimizer::Fused(FusedOptimizer::new(
+            fused_rule(cfg),
+            no_decay,
+        )));
+    }
+    build_burn_optimizer(cfg).map(TrainOptimizer::Burn)
 }
 
 /// Scales all gradients so their global L2 norm is at most `max_norm` (timm `clip_grad_norm`);
