@@ -16,6 +16,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod gemm;
 pub mod norm_act;
+pub(crate) mod scratch;
 pub mod se;
 #[cfg(test)]
 pub(crate) mod test_util;
