@@ -3,12 +3,28 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use effnet::EfficientNetConfig;
+use effnet::{ComputePrecision, EfficientNetConfig};
 use effnet_cpu::{LayerKind, Layout};
 use effnet_model::Block;
 use effnet_model::blocks::{activate, conv_bn};
 
-use crate::bench::Run;
+/// The settings one run uses, after defaults.
+pub struct Run {
+    /// Images per step.
+    pub batch: usize,
+    /// Square input side.
+    pub size: usize,
+    /// Untimed iterations (the first is reported on its own).
+    pub warmup: usize,
+    /// Timed iterations.
+    pub iters: usize,
+    /// Keep BatchNorm unfolded (burn engine).
+    pub no_fold: bool,
+    /// Print the per-layer-type time split.
+    pub profile: bool,
+    /// Compute precision (burn engine).
+    pub precision: ComputePrecision,
+}
 
 /// Times `Executor::forward` on random weights and inputs: (first-iteration s, timed s).
 pub fn time(cfg: &EfficientNetConfig, a: &Run) -> anyhow::Result<(f64, Vec<f64>, usize)> {

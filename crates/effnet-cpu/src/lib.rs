@@ -13,9 +13,12 @@
 //! The crate knows nothing of burn: a [`Plan`] is plain weight arrays (effnet-model's
 //! `native` module compiles a burn model into one).
 //!
-//! - [`infer`]: the [`Executor`] running a [`Plan`].
+//! - [`infer`]: the [`Executor`] running a [`Plan`], and the [`Int8Executor`] running its
+//!   full-integer int8 counterpart.
+//! - [`quant`]: int8 quantisation — the [`quant::QuantModel`] every int8 backend lowers, and
+//!   calibration of its activation ranges.
 //! - [`kernels`]: the compute kernels, one folder per kind (`gemm`, `conv`, `depthwise`, `se`,
-//!   `norm_act`) and one file per instruction set inside it.
+//!   `norm_act`, `int8`) and one file per instruction set inside it.
 //! - [`train`]: the training kernels (forward and backward on NCHW tensors) that effnet-model's
 //!   burn backend extension runs on the CPU.
 //!
@@ -28,12 +31,11 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 mod error;
 pub mod infer;
 mod isa;
 pub mod kernels;
+pub mod quant;
 
 /// The training kernels that effnet-model's burn ops call, in one place: channels-first (NCHW)
 /// f32 tensors, forward and backward, each on `threads` rayon threads with the given [`Isa`]
@@ -55,6 +57,7 @@ pub mod train {
 }
 
 pub use error::CpuError;
+pub use infer::int8::Int8Executor;
 pub use infer::plan;
 pub use infer::{Executor, LayerKind, Layout, Profile};
 pub use isa::{Isa, SIMD_ENV};

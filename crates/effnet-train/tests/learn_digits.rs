@@ -6,7 +6,7 @@
 //! (wrong gradients, labels shuffled against images, optimiser not stepping, eval on the wrong
 //! weights) stays near 10-30 %. The threshold is 80 %.
 
-mod common;
+use effnet_testutil as common;
 
 use effnet_train::{TrainConfig, train};
 

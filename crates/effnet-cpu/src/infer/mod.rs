@@ -18,6 +18,7 @@ use crate::kernels::conv::{conv_packed, direct_fits};
 use crate::kernels::gemm::{Epilogue, MAX_NR, Packed, PackedRef, gemm_packed, matmul};
 use plan::{BlockPlan, Conv, Plan, SqueezeExcite};
 
+pub mod int8;
 pub mod plan;
 
 /// Memory layout of an input batch.

@@ -15,6 +15,7 @@ use crate::isa::{Isa, fmadd, multiversion};
 pub mod conv;
 pub mod depthwise;
 pub mod gemm;
+pub mod int8;
 pub mod norm_act;
 pub(crate) mod scratch;
 pub mod se;
