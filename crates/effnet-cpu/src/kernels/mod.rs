@@ -19,6 +19,7 @@ pub mod gemm;
 pub mod int8;
 pub mod norm_act;
 pub mod optim;
+pub(crate) mod scratch;
 pub mod se;
 #[cfg(test)]
 pub(crate) mod test_util;

@@ -17,6 +17,7 @@ use rayon::prelude::*;
 
 use crate::isa::Isa;
 use crate::kernels::gemm::strided::{View, gemm};
+use crate::kernels::scratch::with_scratch;
 
 /// Largest batch im2col matrix (values) run as one product.
 const BATCHED_MAX: usize = 4 << 20;
@@ -50,19 +51,18 @@ fn from_cnp(src: &[f32], n: usize, c: usize, p: usize, dst: &mut [f32]) {
         });
 }
 
-/// The batch's im2col matrix `[cin·kh·kw][batch·oh·ow]` (image `n` in columns `n·oh·ow..`).
-fn batch_cols(s: &Conv2dShape, x: &[f32]) -> Vec<f32> {
+/// The batch's im2col matrix `[cin·kh·kw][batch·oh·ow]` (image `n` in columns `n·oh·ow..`)
+/// into `cols`.
+fn batch_cols(s: &Conv2dShape, x: &[f32], cols: &mut [f32]) {
     let (p, np) = (s.out_pixels(), s.batch * s.out_pixels());
-    let mut cols = vec![0.0; s.patch() * np];
     if s.is_pointwise() {
-        to_cnp(x, s.batch, s.cin, p, &mut cols);
+        to_cnp(x, s.batch, s.cin, p, cols);
     } else {
         for n in 0..s.batch {
             let xn = &x[n * s.in_image()..(n + 1) * s.in_image()];
-            im2col_at(s, xn, &mut cols, np, n * p);
+            im2col_at(s, xn, cols, np, n * p);
         }
     }
-    cols
 }
 
 /// How the batch is run: `parts` groups of images in parallel, each product on `inner` threads.
@@ -124,26 +124,20 @@ pub fn conv2d_forward(
     let (p, k) = (s.out_pixels(), s.patch());
     if batched(s) {
         let np = s.batch * p;
-        let cols = batch_cols(s, x);
-        let mut out = vec![0.0; s.cout * np];
-        if let Some(b) = bias {
-            for (row, &bv) in out.chunks_exact_mut(np).zip(b) {
-                row.fill(bv);
-            }
-        }
-        let (lhs, rhs) = (View::rows(w, k), View::rows(&cols, np));
-        gemm(
-            isa,
-            s.cout,
-            np,
-            k,
-            &mut out,
-            bias.is_some(),
-            lhs,
-            rhs,
-            threads,
-        );
-        from_cnp(&out, s.batch, s.cout, p, y);
+        with_scratch(k * np, |cols| {
+            batch_cols(s, x, cols);
+            with_scratch(s.cout * np, |out| {
+                if let Some(b) = bias {
+                    for (row, &bv) in out.chunks_exact_mut(np).zip(b) {
+                        row.fill(bv);
+                    }
+                }
+                let (lhs, rhs) = (View::rows(w, k), View::rows(cols, np));
+                let acc = bias.is_some();
+                gemm(isa, s.cout, np, k, out, acc, lhs, rhs, threads);
+                from_cnp(out, s.batch, s.cout, p, y);
+            })
+        });
         return;
     }
     let (groups, inner) = split(s.batch, threads);
@@ -168,19 +162,11 @@ pub fn conv2d_forward(
                 inner,
             );
         } else {
-            let mut cols = vec![0.0; k * p];
-            im2col(s, xn, &mut cols);
-            gemm(
-                isa,
-                s.cout,
-                p,
-                k,
-                yn,
-                acc,
-                View::rows(w, k),
-                View::rows(&cols, p),
-                inner,
-            );
+            with_scratch(k * p, |cols| {
+                im2col(s, xn, cols);
+                let (lhs, rhs) = (View::rows(w, k), View::rows(cols, p));
+                gemm(isa, s.cout, p, k, yn, acc, lhs, rhs, inner);
+            });
         }
     });
 }
@@ -212,19 +198,21 @@ pub fn conv2d_backward_data(
     let (p, k) = (s.out_pixels(), s.patch());
     if batched(s) {
         let np = s.batch * p;
-        let mut dyg = vec![0.0; s.cout * np];
-        to_cnp(dy, s.batch, s.cout, p, &mut dyg);
-        let mut dcols = vec![0.0; k * np];
-        let (lhs, rhs) = (View::transposed(w, k), View::rows(&dyg, np));
-        gemm(isa, k, np, s.cout, &mut dcols, false, lhs, rhs, threads);
-        if s.is_pointwise() {
-            from_cnp(&dcols, s.batch, s.cin, p, dx);
-        } else {
-            dx.fill(0.0);
-            for (n, dxn) in dx.chunks_exact_mut(s.in_image()).enumerate() {
-                col2im_at(s, &dcols, dxn, np, n * p);
-            }
-        }
+        with_scratch(s.cout * np, |dyg| {
+            to_cnp(dy, s.batch, s.cout, p, dyg);
+            with_scratch(k * np, |dcols| {
+                let (lhs, rhs) = (View::transposed(w, k), View::rows(dyg, np));
+                gemm(isa, k, np, s.cout, dcols, false, lhs, rhs, threads);
+                if s.is_pointwise() {
+                    from_cnp(dcols, s.batch, s.cin, p, dx);
+                } else {
+                    dx.fill(0.0);
+                    for (n, dxn) in dx.chunks_exact_mut(s.in_image()).enumerate() {
+                        col2im_at(s, dcols, dxn, np, n * p);
+                    }
+                }
+            })
+        });
         return;
     }
     let (groups, inner) = split(s.batch, threads);
@@ -244,20 +232,21 @@ pub fn conv2d_backward_data(
                 inner,
             );
         } else {
-            let mut cols = vec![0.0; k * p];
-            gemm(
-                isa,
-                k,
-                p,
-                s.cout,
-                &mut cols,
-                false,
-                wt,
-                View::rows(dyn_, p),
-                inner,
-            );
-            dxn.fill(0.0);
-            col2im(s, &cols, dxn);
+            with_scratch(k * p, |cols| {
+                gemm(
+                    isa,
+                    k,
+                    p,
+                    s.cout,
+                    cols,
+                    false,
+                    wt,
+                    View::rows(dyn_, p),
+                    inner,
+                );
+                dxn.fill(0.0);
+                col2im(s, cols, dxn);
+            });
         }
     });
 }
@@ -289,43 +278,34 @@ pub fn conv2d_backward_weight(
     let (p, k) = (s.out_pixels(), s.patch());
     if batched(s) {
         let np = s.batch * p;
-        let mut dyg = vec![0.0; s.cout * np];
-        to_cnp(dy, s.batch, s.cout, p, &mut dyg);
-        let cols = batch_cols(s, x);
-        let (lhs, rhs) = (View::rows(&dyg, np), View::transposed(&cols, np));
-        gemm(isa, s.cout, k, np, dw, false, lhs, rhs, threads);
+        with_scratch(s.cout * np, |dyg| {
+            to_cnp(dy, s.batch, s.cout, p, dyg);
+            with_scratch(k * np, |cols| {
+                batch_cols(s, x, cols);
+                let (lhs, rhs) = (View::rows(dyg, np), View::transposed(cols, np));
+                gemm(isa, s.cout, k, np, dw, false, lhs, rhs, threads);
+            })
+        });
         return;
     }
     let (groups, inner) = split(s.batch, threads);
     // Images of one group accumulate into one partial gradient.
     let group_grad = |images: std::ops::Range<usize>, acc: &mut [f32]| {
-        let mut cols = if s.is_pointwise() {
-            Vec::new()
-        } else {
-            vec![0.0; k * p]
-        };
-        for (i, n) in images.enumerate() {
-            let xn = &x[n * s.in_image()..(n + 1) * s.in_image()];
-            let dyn_ = &dy[n * s.out_image()..(n + 1) * s.out_image()];
-            let c = if s.is_pointwise() {
-                xn
-            } else {
-                im2col(s, xn, &mut cols);
-                &cols
-            };
-            let lhs = View::rows(dyn_, p);
-            gemm(
-                isa,
-                s.cout,
-                k,
-                p,
-                acc,
-                i > 0,
-                lhs,
-                View::transposed(c, p),
-                inner,
-            );
-        }
+        let scratch = if s.is_pointwise() { 0 } else { k * p };
+        with_scratch(scratch, |cols| {
+            for (i, n) in images.enumerate() {
+                let xn = &x[n * s.in_image()..(n + 1) * s.in_image()];
+                let dyn_ = &dy[n * s.out_image()..(n + 1) * s.out_image()];
+                let c: &[f32] = if s.is_pointwise() {
+                    xn
+                } else {
+                    im2col(s, xn, cols);
+                    cols
+                };
+                let (lhs, rhs) = (View::rows(dyn_, p), View::transposed(c, p));
+                gemm(isa, s.cout, k, p, acc, i > 0, lhs, rhs, inner);
+            }
+        })
     };
     if groups <= 1 {
         group_grad(0..s.batch, dw);

@@ -16,6 +16,7 @@ use rayon::prelude::*;
 
 use crate::isa::{Isa, fmadd, multiversion};
 use crate::kernels::conv::nchw::{Conv2dShape, parts};
+use crate::kernels::scratch::with_scratch;
 
 fn check(s: &Conv2dShape, x: usize, w: usize, y: usize, what: &str) {
     assert!(s.cin == s.cout, "{what}: depthwise needs cin == cout");
@@ -65,10 +66,12 @@ fn planes(
     let count = data.len() / plane.max(1);
     let group = count.div_ceil(parts.max(1)).max(1);
     let run = |(g, chunk): (usize, &mut [f32])| {
-        let mut buf = vec![0.0; scratch];
-        for (i, p) in chunk.chunks_exact_mut(plane).enumerate() {
-            f(g * group + i, p, &mut buf);
-        }
+        with_scratch(scratch, |buf| {
+            buf.fill(0.0);
+            for (i, p) in chunk.chunks_exact_mut(plane).enumerate() {
+                f(g * group + i, p, buf);
+            }
+        })
     };
     if parts <= 1 {
         data.chunks_mut(group * plane).enumerate().for_each(run);
@@ -345,28 +348,25 @@ fn blocked_forward(
     let (ph, pw) = padded(s);
     let (p, out) = (s.out_pixels(), Out(y.as_mut_ptr()));
     for_blocks(s, threads, |n, c0, lanes| {
-        let mut buf = vec![0.0; ph * pw * LANES];
-        block_in(
-            s,
-            &x[n * s.in_image()..(n + 1) * s.in_image()],
-            c0,
-            lanes,
-            &mut buf,
-        );
-        let wb = block_weights(s, w, c0, lanes);
-        let mut b = [0.0; LANES];
-        if let Some(bias) = bias {
-            b[..lanes].copy_from_slice(&bias[c0..c0 + lanes]);
-        }
-        let mut yb = vec![0.0; p * LANES];
-        block_forward(isa, s, &buf, &wb, &b, &mut yb);
-        for l in 0..lanes {
-            // SAFETY: plane (n, c0 + l) of `y` is written by this block only.
-            let dst = unsafe { out.slice((n * s.cout + c0 + l) * p, p) };
-            for (o, d) in dst.iter_mut().enumerate() {
-                *d = yb[o * LANES + l];
+        with_scratch(ph * pw * LANES + p * LANES, |scratch| {
+            let (buf, yb) = scratch.split_at_mut(ph * pw * LANES);
+            buf.fill(0.0);
+            let xn = &x[n * s.in_image()..(n + 1) * s.in_image()];
+            block_in(s, xn, c0, lanes, buf);
+            let wb = block_weights(s, w, c0, lanes);
+            let mut b = [0.0; LANES];
+            if let Some(bias) = bias {
+                b[..lanes].copy_from_slice(&bias[c0..c0 + lanes]);
             }
-        }
+            block_forward(isa, s, buf, &wb, &b, yb);
+            for l in 0..lanes {
+                // SAFETY: plane (n, c0 + l) of `y` is written by this block only.
+                let dst = unsafe { out.slice((n * s.cout + c0 + l) * p, p) };
+                for (o, d) in dst.iter_mut().enumerate() {
+                    *d = yb[o * LANES + l];
+                }
+            }
+        })
     });
 }
 
@@ -382,28 +382,36 @@ fn blocked_backward_data(
     let (p, plane, out) = (s.out_pixels(), s.h * s.w, Out(dx.as_mut_ptr()));
     let (r0, rows, col0, cols) = inside(s);
     for_blocks(s, threads, |n, c0, lanes| {
-        let mut gb = vec![0.0; p * LANES];
-        for l in 0..lanes {
-            let src = &dy[(n * s.cout + c0 + l) * p..(n * s.cout + c0 + l + 1) * p];
-            for (o, v) in src.iter().enumerate() {
-                gb[o * LANES + l] = *v;
-            }
-        }
-        let wb = block_weights(s, w, c0, lanes);
-        let mut buf = vec![0.0; ph * pw * LANES];
-        block_backward_data(isa, s, &gb, &wb, &mut buf);
-        for l in 0..lanes {
-            // SAFETY: plane (n, c0 + l) of `dx` is written by this block only.
-            let dst = unsafe { out.slice((n * s.cin + c0 + l) * plane, plane) };
-            dst.fill(0.0);
-            for y in 0..rows {
-                let base = ((r0 + y) * pw + col0) * LANES + l;
-                for (x, d) in dst[y * s.w..y * s.w + cols].iter_mut().enumerate() {
-                    *d = buf[base + x * LANES];
+        with_scratch(p * LANES + ph * pw * LANES, |scratch| {
+            let (gb, buf) = scratch.split_at_mut(p * LANES);
+            block_gather(s, dy, n, c0, lanes, gb);
+            let wb = block_weights(s, w, c0, lanes);
+            buf.fill(0.0);
+            block_backward_data(isa, s, gb, &wb, buf);
+            for l in 0..lanes {
+                // SAFETY: plane (n, c0 + l) of `dx` is written by this block only.
+                let dst = unsafe { out.slice((n * s.cin + c0 + l) * plane, plane) };
+                dst.fill(0.0);
+                for y in 0..rows {
+                    let base = ((r0 + y) * pw + col0) * LANES + l;
+                    for (x, d) in dst[y * s.w..y * s.w + cols].iter_mut().enumerate() {
+                        *d = buf[base + x * LANES];
+                    }
                 }
             }
-        }
+        })
     });
+}
+
+/// Channels `c0..c0 + lanes` of output-gradient image `n` as `[oh·ow][LANES]` into `gb`.
+fn block_gather(s: &Conv2dShape, dy: &[f32], n: usize, c0: usize, lanes: usize, gb: &mut [f32]) {
+    let p = s.out_pixels();
+    for l in 0..lanes {
+        let src = &dy[(n * s.cout + c0 + l) * p..(n * s.cout + c0 + l + 1) * p];
+        for (o, v) in src.iter().enumerate() {
+            gb[o * LANES + l] = *v;
+        }
+    }
 }
 
 fn blocked_backward_weight(
@@ -430,12 +438,7 @@ fn blocked_backward_weight(
                 lanes,
                 &mut buf,
             );
-            for l in 0..lanes {
-                let src = &dy[(n * s.cout + c0 + l) * p..(n * s.cout + c0 + l + 1) * p];
-                for (o, v) in src.iter().enumerate() {
-                    gb[o * LANES + l] = *v;
-                }
-            }
+            block_gather(s, dy, n, c0, lanes, &mut gb);
             block_backward_weight(isa, s, &buf, &gb, &mut acc);
         }
         acc
