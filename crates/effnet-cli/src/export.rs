@@ -21,13 +21,17 @@ pub enum ExportFormat {
     Bpk,
 }
 
-/// Storage precision of `--format bpk`.
+/// Precision of the exported weights.
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
 pub enum PrecisionArg {
     /// 32-bit floats.
     F32,
-    /// 16-bit conv/linear weights, f32 BatchNorm (half the size; computation stays f32).
+    /// `--format bpk`: 16-bit conv/linear weights, f32 BatchNorm (half the size; computation
+    /// stays f32).
     F16,
+    /// `--format bpk`: full-integer int8 (weights per output channel, activations per tensor)
+    /// calibrated on the images of `--calib`, run by effnet's int8 CPU executor.
+    Int8,
 }
 
 /// Arguments of `effnet export`.
@@ -53,9 +57,11 @@ pub struct ExportArgs {
     /// ONNX opset (17 to 21).
     #[arg(long, default_value_t = MIN_OPSET)]
     pub opset: i64,
-    /// Storage precision of `--format bpk`.
+    /// Precision: f32, f16 or int8 (`--format bpk`; int8 with `--calib`).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
+    #[command(flatten)]
+    pub calib: crate::calibrate::CalibArgs,
 }
 
 /// Runs `effnet export`.
@@ -66,6 +72,9 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     }
     if a.format == ExportFormat::Onnx && a.precision != PrecisionArg::F32 {
         bail!("--precision applies to --format bpk only (ONNX export is f32)");
+    }
+    if a.calib.calib.is_some() && a.precision != PrecisionArg::Int8 {
+        bail!("--calib applies to --precision int8 only");
     }
     let weights = a.model.weights_spec();
     let pre = effnet::load_pretrained(&weights.parse()?, a.model.model.as_deref(), &device)?;
@@ -108,6 +117,11 @@ fn export_bpk(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
     let precision = match a.precision {
         PrecisionArg::F32 => Precision::F32,
         PrecisionArg::F16 => Precision::F16,
+        PrecisionArg::Int8 => {
+            let q = crate::calibrate::calibrate(&a.calib, pre)?;
+            return effnet::quantize::save_int8(&a.output, &q, pre)
+                .with_context(|| format!("exporting {} to an int8 .bpk", a.model.weights_spec()));
+        }
     };
     effnet_model::save_native_as(
         &a.output,

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod calibrate;
 mod eval;
 mod export;
 mod import;
@@ -33,7 +34,7 @@ enum Command {
     Infer(infer::InferArgs),
     /// Convert PyTorch (torchvision / timm / lukemelas) weights into effnet's .bpk format.
     Import(import::ImportArgs),
-    /// Export weights as ONNX, or as a .bpk at another precision (f16).
+    /// Export weights as ONNX, or as a .bpk at another precision (f16, calibrated int8).
     Export(export::ExportArgs),
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),

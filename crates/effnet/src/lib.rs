@@ -23,6 +23,7 @@ mod classifier;
 mod error;
 pub mod hub;
 pub mod labels;
+pub mod quantize;
 pub mod source;
 
 pub use burn::prelude::Device;

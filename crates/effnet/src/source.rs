@@ -192,6 +192,7 @@ pub fn import_as(
         config: imported.config,
         source: format!("imported from {}", path.display()),
         labels: None,
+        int8: None,
     })
 }
 
