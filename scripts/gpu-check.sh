@@ -45,7 +45,8 @@
 #   GPU_CHECK_BUDGET [540]  seconds for the whole script     TORCH_RESERVE [150]
 #   ITERS [20] WARMUP [3]   timed / untimed iterations       EFFNET_XZ [target-gpu/effnet.xz]
 #   EFFNET_BIN              use this unpacked binary instead of EFFNET_XZ
-#   MODEL [efficientnetv2_s] the `effnet bench` model (PyTorch always runs V2-S)
+#   MODEL [efficientnet_v2_s] the `effnet bench` model: torchvision's V2-S, the network PyTorch
+#                           runs (timm's `efficientnetv2_s`: the same 21.46 M parameters, BN eps 1e-5)
 #   HALF [bf16]             the half type of effnet's rows (f16 on wgpu, which has no bf16)
 #   INFER_BATCH [128] INFER_SIZE [384] TRAIN_BATCH [64] TRAIN_SIZE [224]
 #   BIG_BATCH [128] SMALL_SIZE [128]  the b128 training rows
@@ -138,7 +139,7 @@ BUDGET=${GPU_CHECK_BUDGET:-540}
 TORCH_RESERVE=${TORCH_RESERVE:-150}
 ITERS=${ITERS:-20}
 WARMUP=${WARMUP:-3}
-MODEL=${MODEL:-efficientnetv2_s}
+MODEL=${MODEL:-efficientnet_v2_s}
 # effnet runs in a work folder: a model file named relative to the repository is made absolute.
 case $MODEL in /*) ;; *) [ -f "$REPO/$MODEL" ] && MODEL=$REPO/$MODEL ;; esac
 HALF=${HALF:-bf16}

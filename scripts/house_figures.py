@@ -68,7 +68,8 @@ def module_of(crate_src, path):
 
 def imports(crate_src, path, modules):
     me = module_of(crate_src, path)
-    text = path.read_text(encoding="utf-8")
+    # Code only: doc links and comments (`[`crate::budget`]`) are no imports.
+    text = "\n".join(strip(l) for l in path.read_text(encoding="utf-8").splitlines())
     found = set()
     for m in re.finditer(r"\b(crate|super)::([\w:]+)", text):
         head, tail = m.group(1), [p for p in m.group(2).split("::") if p]

@@ -4,10 +4,12 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::Context;
 use burn::prelude::*;
+use anyhow::Context;
 use clap::Args;
 use effnet::{ComputePrecision, EfficientNetConfig};
+
+use crate::native_bench::Run;
 
 /// What `effnet bench` times.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -33,12 +35,8 @@ pub struct BenchArgs {
     /// Input resolution; default: the model's eval size (train size with --train).
     #[arg(long = "img-size", visible_alias = "size", value_name = "N")]
     pub img_size: Option<usize>,
-    /// Device: cpu, wgpu or cuda.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// CPU threads for the CPU forward (0: all cores).
-    #[arg(short = 'j', long, default_value_t = 0)]
-    pub workers: usize,
+    #[command(flatten)]
+    pub runtime: crate::args::RuntimeArgs,
     /// Untimed warm-up iterations.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
@@ -54,14 +52,10 @@ pub struct BenchArgs {
     /// Time training steps (forward, cross-entropy, backward, AdamW) instead of inference.
     #[arg(long)]
     pub train: bool,
-    /// Inference engine: native (effnet's CPU executor; the default on cpu) or burn.
-    #[arg(long, value_enum)]
-    pub engine: Option<crate::infer::EngineArg>,
-    /// Also print the time split per layer type (one image after another, single forward).
+    /// Also print the time split per layer type (inference: one image after another, single
+    /// forward; with --train: each layer's forward and backward, the optimiser and the EMA).
     #[arg(long)]
     pub profile: bool,
-    #[command(flatten)]
-    pub precision: crate::args::PrecisionArgs,
     /// Time these weights (a .bpk, f32 or int8) on the native engine instead of random ones of
     /// --model.
     #[arg(long, value_name = "PATH")]
@@ -72,29 +66,11 @@ pub struct BenchArgs {
     pub int8: bool,
 }
 
-/// The settings one run uses, after defaults.
-pub struct Run {
-    /// Images per step.
-    pub batch: usize,
-    /// Square input side.
-    pub size: usize,
-    /// Untimed iterations (the first is reported on its own).
-    pub warmup: usize,
-    /// Timed iterations.
-    pub iters: usize,
-    /// Keep BatchNorm unfolded (burn engine).
-    pub no_fold: bool,
-    /// Print the per-layer-type time split.
-    pub profile: bool,
-    /// Compute precision (burn engine).
-    pub precision: ComputePrecision,
-}
-
 /// Runs the benchmark.
 pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     a.train |= a.mode == Mode::Train;
-    crate::args::set_workers(a.workers)?;
-    let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
+    a.runtime.set_threads()?;
+    let device = a.runtime.device()?;
     let loaded = match &a.weights {
         Some(w) => Some(
             effnet::load_pretrained(&w.parse()?, None, &Device::flex())
@@ -133,6 +109,19 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
         param_count: (params as f64 / 1e4).round() / 100.0,
     };
     report(&a, &cfg, &r, &measured);
+    if a.train && r.profile {
+        // Each layer on its own, forward and backward, plus optimiser and EMA.
+        let reps = r.iters.clamp(1, 5);
+        let split = effnet_train::profile::profile_training(
+            &cfg,
+            &device,
+            r.batch,
+            r.size,
+            reps,
+            r.precision,
+        )?;
+        println!("{}", split.to_markdown());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -150,13 +139,13 @@ fn settings(a: &BenchArgs, cfg: &EfficientNetConfig, device: &Device) -> anyhow:
         iters: a.iters,
         no_fold: a.no_fold,
         profile: a.profile,
-        precision: a.precision.get()?,
+        precision: a.runtime.precision.get()?,
     };
     if !r.precision.supported_on(device) {
         anyhow::bail!(
             "--precision {} is not supported on {}",
             r.precision,
-            a.device
+            a.runtime.device
         );
     }
     if r.batch == 0 || r.size < 32 || r.iters == 0 {
@@ -189,7 +178,7 @@ fn report(a: &BenchArgs, cfg: &EfficientNetConfig, r: &Run, m: &Measured) {
     if a.json {
         let mut rec = serde_json::Map::new();
         rec.insert("model".into(), cfg.name.clone().into());
-        rec.insert("device".into(), a.device.clone().into());
+        rec.insert("device".into(), a.runtime.device.clone().into());
         rec.insert("engine".into(), m.engine.into());
         rec.insert("precision".into(), r.precision.name().into());
         for (key, value) in [
@@ -215,7 +204,7 @@ fn report(a: &BenchArgs, cfg: &EfficientNetConfig, r: &Run, m: &Measured) {
             "{prefix} {} on {} ({}, {}): batch_size {} img_size {} param_count {}M: \
              {:.1} samples/s, step_time {:.1} ms (median of {}); first iteration {:.2} s",
             cfg.name,
-            a.device,
+            a.runtime.device,
             m.engine,
             r.precision,
             r.batch,
@@ -232,9 +221,9 @@ fn report(a: &BenchArgs, cfg: &EfficientNetConfig, r: &Run, m: &Measured) {
 /// Whether inference runs on the native CPU executor (`--engine`, default native on cpu in f32;
 /// half precision runs on burn).
 fn use_native(a: &BenchArgs, precision: ComputePrecision) -> anyhow::Result<bool> {
-    use crate::infer::EngineArg;
-    let cpu = (a.device == "cpu" || a.device == "flex") && !precision.is_half();
-    match a.engine {
+    use crate::args::EngineArg;
+    let cpu = (a.runtime.device == "cpu" || a.runtime.device == "flex") && !precision.is_half();
+    match a.runtime.engine {
         Some(EngineArg::Native) if precision.is_half() => anyhow::bail!(
             "--engine native computes in f32 only; --precision {precision} needs --engine burn"
         ),

@@ -1,5 +1,6 @@
 //! `effnet export`: weights out of effnet, as ONNX (for ONNX Runtime, TensorRT, OpenVINO) or as
-//! a native `.bpk` at a chosen storage precision (f16 halves the file).
+//! a native `.bpk` at a chosen precision (f16 halves the file; calibrated int8 runs on effnet's
+//! int8 CPU executor).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::{Args, ValueEnum};
 use effnet::Device;
 use effnet_export::{BatchSize, MIN_OPSET, OnnxOptions, write_onnx};
-use effnet_model::{Precision, Pretrained};
+use effnet_model::{Pretrained, StoragePrecision};
 
 use crate::args::ModelArgs;
 
@@ -46,13 +47,18 @@ pub struct ExportArgs {
     #[arg(long, short)]
     pub output: PathBuf,
     /// Fixed batch size of the ONNX graph.
-    #[arg(long, conflicts_with = "dynamic_batch")]
+    #[arg(
+        short = 'b',
+        long = "batch-size",
+        visible_alias = "batch",
+        conflicts_with = "dynamic_batch"
+    )]
     pub batch: Option<usize>,
     /// Symbolic batch dimension in the ONNX graph (any batch size at run time).
     #[arg(long)]
     pub dynamic_batch: bool,
     /// Input height/width of the ONNX graph (default: the crop size stored with the weights).
-    #[arg(long)]
+    #[arg(long = "img-size", visible_alias = "size", value_name = "N")]
     pub size: Option<usize>,
     /// ONNX opset (17 to 21).
     #[arg(long, default_value_t = MIN_OPSET)]
@@ -68,7 +74,7 @@ pub struct ExportArgs {
 pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     let device = Device::flex();
     if a.format == ExportFormat::Bpk && (a.batch.is_some() || a.dynamic_batch || a.size.is_some()) {
-        bail!("--batch, --dynamic-batch and --size apply to --format onnx only");
+        bail!("--batch-size, --dynamic-batch and --img-size apply to --format onnx only");
     }
     if a.format == ExportFormat::Onnx && a.precision != PrecisionArg::F32 {
         bail!("--precision applies to --format bpk only (ONNX export is f32)");
@@ -115,8 +121,8 @@ fn export_onnx(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
 
 fn export_bpk(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<()> {
     let precision = match a.precision {
-        PrecisionArg::F32 => Precision::F32,
-        PrecisionArg::F16 => Precision::F16,
+        PrecisionArg::F32 => StoragePrecision::F32,
+        PrecisionArg::F16 => StoragePrecision::F16,
         PrecisionArg::Int8 => {
             let q = crate::calibrate::calibrate(&a.calib, pre)?;
             return effnet::quantize::save_int8(&a.output, &q, pre)

@@ -10,7 +10,7 @@ use effnet::{Classifier, Device};
 use effnet_data::{DataError, collect_images, load_rgb};
 use image::RgbImage;
 
-use crate::args::{ModelArgs, PrecisionArgs, PreprocessArgs, set_workers};
+use crate::args::{DecodeArgs, ModelArgs, PreprocessArgs, RuntimeArgs};
 
 /// Output format (timm's `--results-format` names, plus `text`).
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
@@ -61,17 +61,10 @@ pub struct InferArgs {
     /// Images per forward pass.
     #[arg(short = 'b', long, visible_alias = "batch", default_value_t = 8)]
     pub batch_size: usize,
-    /// CPU threads for decoding and the CPU forward (0: all cores).
-    #[arg(short = 'j', long, default_value_t = 0)]
-    pub workers: usize,
-    /// Device: cpu, wgpu or cuda (GPU backends when compiled in).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Inference engine: native (effnet's CPU executor; the default on cpu in f32) or burn.
-    #[arg(long, value_enum)]
-    pub engine: Option<EngineArg>,
     #[command(flatten)]
-    pub precision: PrecisionArgs,
+    pub runtime: RuntimeArgs,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     /// Output format; default: from the -o extension (.csv, .json, .jsonl), else text.
     #[arg(long, visible_alias = "results-format", value_enum)]
     pub format: Option<Format>,
@@ -94,42 +87,15 @@ fn classifier(a: &InferArgs, device: &Device) -> anyhow::Result<Classifier> {
     Ok(c)
 }
 
-/// `--engine` of `infer` and `bench`.
-#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
-pub enum EngineArg {
-    /// effnet's dedicated CPU executor (crate effnet-cpu); cpu device only.
-    Native,
-    /// burn's forward (any device).
-    Burn,
-}
-
-/// Applies `--precision`, then `--engine` (absent: native on the cpu in f32, burn otherwise).
-pub fn choose_engine(
-    c: Classifier,
-    precision: effnet::ComputePrecision,
-    engine: Option<EngineArg>,
-) -> anyhow::Result<Classifier> {
-    let c = c
-        .with_precision(precision)
-        .map_err(|e| anyhow::anyhow!("--precision: {e}"))?;
-    let engine = match engine {
-        None => effnet::Engine::Auto,
-        Some(EngineArg::Native) => effnet::Engine::Native,
-        Some(EngineArg::Burn) => effnet::Engine::Burn,
-    };
-    c.with_engine(engine)
-        .map_err(|e| anyhow::anyhow!("--engine native: {e}"))
-}
-
 /// Runs `effnet infer`.
 pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
     if a.topk == 0 || a.batch_size == 0 {
         bail!("--topk and --batch-size must be at least 1");
     }
-    set_workers(a.workers)?;
-    let device = effnet::parse_device(&a.device).map_err(anyhow::Error::msg)?;
-    let precision = a.precision.get()?;
-    let classifier = choose_engine(classifier(&a, &device)?, precision, a.engine)?;
+    a.decode.apply()?;
+    a.runtime.set_threads()?;
+    let device = a.runtime.device()?;
+    let classifier = a.runtime.configure(classifier(&a, &device)?)?;
     let topk = a.topk.min(classifier.config().num_classes);
 
     let (files, listing_errors) = collect_images(&a.paths);
@@ -176,7 +142,7 @@ pub fn run(a: InferArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        let preds = classifier.try_predict_batch(&images, topk)?;
+        let preds = classifier.predict_batch(&images, topk)?;
         for (p, pred) in good_paths.into_iter().zip(preds) {
             writer.row(&mut out, p, &pred)?;
         }

@@ -9,6 +9,7 @@ mod import;
 mod infer;
 mod models;
 mod native_bench;
+mod recipe;
 mod train;
 mod warmup;
 
@@ -16,16 +17,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// EfficientNet / EfficientNetV2 inference, import, benchmarking and training.
+/// EfficientNet / EfficientNetV2 inference, evaluation, import, export, benchmarking and
+/// training, with timm's names for models, flags and output formats.
 #[derive(Parser)]
 #[command(name = "effnet", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Largest image decoded, in pixels (e.g. 250M); larger files are refused before decoding.
-    /// Default 100M, or the EFFNET_MAX_IMAGE_PIXELS environment variable.
-    #[arg(long, global = true, value_name = "PIXELS")]
-    max_image_pixels: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -38,9 +36,11 @@ enum Command {
     Export(export::ExportArgs),
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),
-    /// Train on an ImageNet-format folder tree with progressive learning (see configs/train/).
+    /// Train on an ImageNet-format folder tree, from a recipe (configs/train/) or timm's
+    /// defaults scaled by the model (-m); timm's train.py flags set recipe keys.
     Train(train::TrainArgs),
-    /// Top-1/top-5 of weights on a labelled folder tree (timm validate.py-style JSON).
+    /// Top-1/top-5 of weights on a labelled folder tree (WordNet-id or class-name folders),
+    /// with timm validate.py's result record.
     Eval(eval::EvalArgs),
     /// Compile and autotune GPU kernels for every shape a recipe (or model and size) uses,
     /// into the on-disk cache later runs reuse ($EFFNET_CACHE_DIR, default
@@ -65,11 +65,10 @@ fn main() -> ExitCode {
             msg.lines().next().unwrap_or("")
         );
     }));
-    let cli = Cli::parse();
-    if let Err(e) = set_decode_limits(cli.max_image_pixels.as_deref()) {
-        eprintln!("error: {}", effnet_data::one_line(&e));
-        return ExitCode::FAILURE;
-    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return recipe::explain_unknown_flag(e),
+    };
     let result = match cli.command {
         Command::Infer(a) => infer::run(a),
         Command::Import(a) => import::run(a),
@@ -89,13 +88,3 @@ fn main() -> ExitCode {
     }
 }
 
-/// Decoding limits from the environment and `--max-image-pixels`, for every command.
-fn set_decode_limits(max_pixels: Option<&str>) -> Result<(), String> {
-    let mut limits = effnet_data::DecodeLimits::from_env()?;
-    if let Some(text) = max_pixels {
-        limits.max_pixels = effnet_data::image_io::parse_pixel_count(text)
-            .map_err(|e| format!("--max-image-pixels {text}: {e}"))?;
-    }
-    effnet_data::set_decode_limits(limits);
-    Ok(())
-}

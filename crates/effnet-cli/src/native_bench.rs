@@ -3,14 +3,30 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use effnet::{EfficientNetConfig, Pretrained};
+use effnet::{ComputePrecision, EfficientNetConfig, Pretrained};
 use effnet_cpu::quant::RangeMethod;
 use effnet_cpu::quant::calib::Calibrator;
 use effnet_cpu::{Executor, Int8Executor, LayerKind, Layout, Profile};
 use effnet_model::Block;
 use effnet_model::blocks::{activate, conv_bn};
 
-use crate::bench::Run;
+/// The settings one run uses, after defaults.
+pub struct Run {
+    /// Images per step.
+    pub batch: usize,
+    /// Square input side.
+    pub size: usize,
+    /// Untimed iterations (the first is reported on its own).
+    pub warmup: usize,
+    /// Timed iterations.
+    pub iters: usize,
+    /// Keep BatchNorm unfolded (burn engine).
+    pub no_fold: bool,
+    /// Print the per-layer-type time split.
+    pub profile: bool,
+    /// Compute precision (burn engine).
+    pub precision: ComputePrecision,
+}
 
 /// The native engine being timed: f32 or int8.
 pub enum NativeModel {

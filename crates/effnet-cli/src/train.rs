@@ -11,118 +11,58 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use anyhow::{Context, Result};
 use clap::Args;
 use effnet_train::report::{EpochStart, EvalProgress, RunInfo, StepInfo};
-use effnet_train::{EpochRow, Reporter, StopHandle, TrainConfig, Trainer};
+use effnet_train::{EpochRow, Reporter, StopHandle, TestHooks, TrainConfig, Trainer};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-/// Train an EfficientNet from a TOML recipe (progressive learning, RandAugment, mixup, EMA).
+use crate::args::DecodeArgs;
+use crate::recipe::RecipeArgs;
+
+/// Train an EfficientNet on an ImageNet-format folder tree, from a TOML recipe or timm's defaults
+/// scaled by the model (progressive learning, RandAugment, mixup, EMA).
 #[derive(Args, Debug, Clone)]
 pub struct TrainArgs {
-    /// Recipe TOML (e.g. configs/train/efficientnetv2_s.toml). With --resume it defaults to the
-    /// run folder's saved config.toml.
-    #[arg(short = 'c', long)]
-    pub config: Option<PathBuf>,
     /// Dataset root holding the train/ and val/ class folders.
-    #[arg(long, alias = "data-dir")]
-    pub data: PathBuf,
+    #[arg(value_name = "DATA", required_unless_present = "data_flag")]
+    pub data: Option<PathBuf>,
+    /// The dataset root, as a flag (timm's `--data-dir`).
+    #[arg(
+        long = "data",
+        alias = "data-dir",
+        value_name = "DIR",
+        conflicts_with = "data"
+    )]
+    pub data_flag: Option<PathBuf>,
     /// Parent folder of run folders.
-    #[arg(long, default_value = "runs")]
+    #[arg(short = 'o', long, default_value = "runs")]
     pub output: PathBuf,
     /// Continue the run in this folder from its latest checkpoint.
     #[arg(long)]
     pub resume: Option<PathBuf>,
-    /// Override any recipe key: `--set optim.lr_base=0.01 --set progressive.mode=automl`.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Model: preset name or model TOML (`model.arch`).
-    #[arg(short = 'm', long)]
-    pub model: Option<String>,
-    /// Epochs (`train.epochs`).
-    #[arg(long)]
-    pub epochs: Option<usize>,
-    /// Batch size (`train.batch_size`).
-    #[arg(short = 'b', long)]
-    pub batch_size: Option<usize>,
-    /// Absolute peak learning rate (`optim.lr`), used as is for any batch size.
-    #[arg(long)]
-    pub lr: Option<f64>,
-    /// Learning rate for a batch of 256, scaled linearly to the batch size (`optim.lr_base`).
-    #[arg(long)]
-    pub lr_base: Option<f64>,
-    /// Training and evaluation image size (`progressive.size = [N, N]`, `data.eval_size = N`).
-    #[arg(long)]
-    pub img_size: Option<usize>,
-    /// Loader threads (`data.workers`).
-    #[arg(short = 'j', long)]
-    pub workers: Option<usize>,
-    /// Seed (`seed`).
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Device (`device`: cpu, wgpu, cuda:0).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Compute precision (`train.precision`): f32, bf16 or f16 (mixed precision: f32 master
-    /// weights, optimiser state, BatchNorm and loss; f16 adds dynamic loss scaling).
-    #[arg(long, value_name = "f32|bf16|f16")]
-    pub precision: Option<String>,
-    /// Start from these native weights, or `bundled` (`model.init_weights`).
-    #[arg(long, alias = "initial-checkpoint")]
-    pub init_weights: Option<String>,
-    /// Run folder name under --output (`name`).
-    #[arg(long)]
-    pub experiment: Option<String>,
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
+    #[command(flatten)]
+    pub decode: DecodeArgs,
     /// Steps between log lines when stderr is not a terminal (CI, nohup, Slurm).
     #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     pub log_interval: u64,
 }
 
 impl TrainArgs {
-    /// All overrides as `key=value` strings, shorthand flags last so they win; an unknown
-    /// `--precision` is an error.
-    pub fn overrides(&self) -> Result<Vec<String>> {
-        let mut v = self.set.clone();
-        let q = |s: &str| format!("{s:?}");
-        let mut push = |k: &str, val: Option<String>| {
-            if let Some(val) = val {
-                v.push(format!("{k}={val}"));
-            }
-        };
-        push("model.arch", self.model.as_deref().map(q));
-        push("train.epochs", self.epochs.map(|x| x.to_string()));
-        push("train.batch_size", self.batch_size.map(|x| x.to_string()));
-        push("optim.lr", self.lr.map(|x| format!("{x:e}")));
-        push("optim.lr_base", self.lr_base.map(|x| format!("{x:e}")));
-        push(
-            "progressive.size",
-            self.img_size.map(|s| format!("[{s}, {s}]")),
-        );
-        push("data.eval_size", self.img_size.map(|s| s.to_string()));
-        push("data.workers", self.workers.map(|x| x.to_string()));
-        push("seed", self.seed.map(|x| x.to_string()));
-        push("device", self.device.as_deref().map(q));
-        if self.precision.is_some() {
-            let precision = crate::args::parse_precision(self.precision.as_deref())?;
-            push("train.precision", Some(q(precision.name())));
-        }
-        push("model.init_weights", self.init_weights.as_deref().map(q));
-        push("name", self.experiment.as_deref().map(q));
-        Ok(v)
+    fn data(&self) -> &Path {
+        self.data
+            .as_deref()
+            .or(self.data_flag.as_deref())
+            .unwrap_or(Path::new("."))
     }
 
     /// The recipe, the run folder and whether it resumes.
     fn resolve(&self) -> Result<(TrainConfig, PathBuf, bool)> {
-        let overrides = self.overrides()?;
         if let Some(run) = &self.resume {
-            let path = self
-                .config
-                .clone()
-                .unwrap_or_else(|| run.join("config.toml"));
-            return Ok((TrainConfig::load(&path, &overrides)?, run.clone(), true));
+            let saved = run.join("config.toml");
+            let path = self.recipe.config.clone().unwrap_or(saved);
+            return Ok((self.recipe.load(Some(&path))?, run.clone(), true));
         }
-        let path = self
-            .config
-            .clone()
-            .context("--config is required (or --resume RUN_DIR)")?;
-        let cfg = TrainConfig::load(&path, &overrides)?;
+        let cfg = self.recipe.load(self.recipe.config.as_deref())?;
         let name = cfg.name.clone().unwrap_or_else(|| default_run_name(&cfg));
         Ok((cfg, self.output.join(name), false))
     }
@@ -130,15 +70,18 @@ impl TrainArgs {
 
 /// Runs `effnet train`: 0 when done, 128 + signal number when stopped by a signal.
 pub fn run(args: TrainArgs) -> Result<ExitCode> {
+    args.decode.apply()?;
     let (cfg, run_dir, resume) = args.resolve()?;
     let stop = StopHandle::new();
     let signal = install_signals(&stop)?;
     let reporter = Box::new(CliReporter::new(args.log_interval));
+    let hooks = TestHooks::from_env()?;
     let mut trainer = if resume {
-        Trainer::resume(&cfg, &args.data, &run_dir, reporter)?
+        Trainer::resume(&cfg, args.data(), &run_dir, reporter)?
     } else {
-        Trainer::new(&cfg, &args.data, &run_dir, reporter)?
+        Trainer::new(&cfg, args.data(), &run_dir, reporter)?
     };
+    trainer.set_test_hooks(hooks);
     let out = trainer.run(&stop)?;
     if out.interrupted {
         let sig = signal.load(Ordering::SeqCst);
@@ -262,11 +205,20 @@ impl CliReporter {
 
 impl Reporter for CliReporter {
     fn run_started(&mut self, info: &RunInfo<'_>) {
-        if let Some((epoch, step, global)) = info.resumed_at {
-            println!(
+        match info.resumed_at {
+            Some((epoch, _, _)) if epoch > info.epochs => println!(
+                "{}: already finished ({} of {} epochs done); nothing to train. Pass --epochs N \
+                 (more than {}) to train it longer",
+                info.run_dir.display(),
+                epoch - 1,
+                info.epochs,
+                info.epochs
+            ),
+            Some((epoch, step, global)) => println!(
                 "resuming {} at epoch {epoch} step {step} (global step {global})",
                 info.run_dir.display()
-            );
+            ),
+            None => {}
         }
         println!("{}", info.train_report);
         println!("{}", info.val_report);
@@ -285,11 +237,7 @@ impl Reporter for CliReporter {
         } else {
             eprintln!(
                 "Train: epoch {}/{}: {} steps, image size {}, stage {}",
-                e.epoch,
-                e.epochs,
-                e.steps,
-                e.img_size,
-                e.stage + 1
+                e.epoch, e.epochs, e.steps, e.img_size, e.stage
             );
         }
     }
@@ -333,9 +281,10 @@ impl Reporter for CliReporter {
 
     fn epoch_finished(&mut self, r: &EpochRow, epochs: usize, new_best: bool) {
         println!(
-            "epoch {}/{epochs}  size {}  train_loss {:.4}  eval_loss {:.4}  top1 {:.2}  top5 {:.2}{}  lr {:.3e}  {:.1} img/s{}",
+            "epoch {}/{epochs}  size {}  images {}  train_loss {:.4}  eval_loss {:.4}  top1 {:.2}  top5 {:.2}{}  lr {:.3e}  {:.1} img/s{}",
             r.epoch,
             r.img_size,
+            r.images,
             r.train_loss,
             r.eval_loss,
             r.eval_top1,

@@ -8,77 +8,27 @@ use clap::Args;
 use effnet_train::TrainConfig;
 use effnet_train::warmup::{WarmKind, warm_up, warmup_model, warmup_shapes};
 
-/// A recipe-less warm-up: model, batch and sizes from the flags.
-const BARE_RECIPE: &str = "[model]\narch = \"efficientnetv2_s\"\n[train]\nepochs = 1\n\
-                           [optim]\nname = \"adamw\"\n[sched]\nwarmup_epochs = 0\n\
-                           [progressive]\nmode = \"off\"\n";
+use crate::recipe::RecipeArgs;
 
 /// Arguments of `effnet warmup`.
 #[derive(Args, Debug, Clone)]
 pub struct WarmupArgs {
-    /// Training recipe whose shapes to warm (every progressive stage, eval and inference).
-    #[arg(short = 'c', long)]
-    pub config: Option<std::path::PathBuf>,
-    /// Recipe overrides, `key=value` (as `effnet train --set`).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Architecture (`model.arch`); without a recipe: efficientnetv2_s.
-    #[arg(short = 'm', long)]
-    pub model: Option<String>,
-    /// Batch size (`train.batch_size`, also the eval batch without a recipe).
-    #[arg(short = 'b', long)]
-    pub batch_size: Option<usize>,
-    /// Image size (all stages and eval); without a recipe: the model's train size.
-    #[arg(long)]
-    pub img_size: Option<usize>,
+    /// The run's recipe flags, as `effnet train` takes them (without a recipe: timm's defaults
+    /// scaled by -m, default efficientnetv2_s).
+    #[command(flatten)]
+    pub recipe: RecipeArgs,
     /// Number of classes of the run (default: the model's).
     #[arg(long)]
     pub classes: Option<usize>,
-    /// Device (`device`: wgpu, cuda:0; cpu works but has nothing to cache).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Compute precision (`train.precision`): f32, bf16 or f16.
-    #[arg(long, value_name = "f32|bf16|f16")]
-    pub precision: Option<String>,
 }
 
 impl WarmupArgs {
     fn recipe(&self) -> Result<TrainConfig> {
-        let precision = crate::args::parse_precision(self.precision.as_deref())?;
-        let mut v = self.set.clone();
-        let q = |s: &str| format!("{s:?}");
-        let mut push = |k: &str, val: Option<String>| v.extend(val.map(|x| format!("{k}={x}")));
-        push("model.arch", self.model.as_deref().map(q));
-        push("train.batch_size", self.batch_size.map(|b| b.to_string()));
-        push(
-            "progressive.size",
-            self.img_size.map(|s| format!("[{s}, {s}]")),
-        );
-        push("data.eval_size", self.img_size.map(|s| s.to_string()));
-        push("device", self.device.as_deref().map(q));
-        push(
-            "train.precision",
-            self.precision.as_ref().map(|_| q(precision.name())),
-        );
-        match &self.config {
-            Some(path) => TrainConfig::load(path, &v),
-            None => {
-                push(
-                    "data.eval_batch_size",
-                    self.batch_size.map(|b| b.to_string()),
-                );
-                if self.img_size.is_none() {
-                    let arch = self.model.as_deref().unwrap_or("efficientnetv2_s");
-                    let m = effnet::EfficientNetConfig::from_name_or_file(arch)?;
-                    push(
-                        "progressive.size",
-                        Some(format!("[{0}, {0}]", m.train_size)),
-                    );
-                    push("data.eval_size", Some(m.eval_size.to_string()));
-                }
-                TrainConfig::from_toml_with(BARE_RECIPE, &v)
-            }
+        let mut recipe = self.recipe.clone();
+        if recipe.config.is_none() && recipe.model.is_none() {
+            recipe.model = Some("efficientnetv2_s".into());
         }
+        recipe.load(recipe.config.as_deref())
     }
 }
 

@@ -433,9 +433,7 @@ fn bench_prints_timm_keys_param_count_and_uses_the_model_eval_size() {
     );
 }
 
-#[allow(dead_code)]
-#[path = "../../effnet/tests/common/hub_server.rs"]
-mod hub_server;
+use effnet_testutil::hub_server;
 
 #[test]
 fn hf_hub_weights_import_and_infer_through_the_standard_cache() {

@@ -2,15 +2,14 @@
 //! log lines, resume, class names carried by checkpoints, eval mapping folders to those names,
 //! eval of PyTorch weights, result formats, and signals that checkpoint and exit 128 + N.
 
-#[path = "../../effnet-train/tests/common/mod.rs"]
-mod common;
+use effnet_testutil as common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::{effnet, root, text};
+use support::{effnet, effnet_env, root, text};
 
 fn ok(out: &Output) -> String {
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
@@ -62,10 +61,9 @@ fn train_two_epochs_stopping_early(data: &Path, out_dir: &Path) -> PathBuf {
         "2",
         "--set",
         "progressive.stages=2",
-        "--set",
-        "testing.stop_after_steps=12",
     ];
-    let log = ok(&effnet(&first));
+    let stop_at_12 = [("EFFNET_TEST_HOOKS", "stop_after_steps=12")];
+    let log = ok(&effnet_env(&first, &stop_at_12));
     let run = out_dir.join("first");
     // timm-style lines in a pipe, one epoch numbering (1-based) everywhere.
     assert!(log.contains("Train: 1/2 [ 2/10 ( 20%)]  Loss: "), "{log}");
@@ -106,8 +104,6 @@ fn resume_finishes_the_run(data: &Path, run: &Path) {
         data.to_str().unwrap(),
         "--resume",
         run.to_str().unwrap(),
-        "--set",
-        "testing.stop_after_steps=0",
     ]));
     assert!(
         log.contains("resuming") && log.contains("at epoch 2 step 2"),

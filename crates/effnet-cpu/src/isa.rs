@@ -127,12 +127,14 @@ macro_rules! multiversion {
             #[allow(clippy::too_many_arguments)]
             fn neon($($arg: $ty),*) { body::<true, false>($($arg),*) }
             match isa.level() {
-                // SAFETY: an `Isa` with a SIMD level is only made after runtime detection.
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: an `Isa` with a SIMD level is only made after runtime detection.
                 $crate::isa::Level::Avx2 => unsafe { avx2($($arg),*) },
                 #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above (AVX-512 detected at run time).
                 $crate::isa::Level::Avx512 => unsafe { avx512($($arg),*) },
                 #[cfg(target_arch = "aarch64")]
+                // SAFETY: as above (NEON detected at run time).
                 $crate::isa::Level::Neon => unsafe { neon($($arg),*) },
                 $crate::isa::Level::Scalar => body::<false, false>($($arg),*),
             }

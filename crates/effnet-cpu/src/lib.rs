@@ -18,7 +18,9 @@
 //! - [`quant`]: int8 quantisation — the [`quant::QuantModel`] every int8 backend lowers, and
 //!   calibration of its activation ranges.
 //! - [`kernels`]: the compute kernels, one folder per kind (`gemm`, `conv`, `depthwise`, `se`,
-//!   `int8`) and one file per instruction set inside it.
+//!   `norm_act`, `int8`) and one file per instruction set inside it.
+//! - [`train`]: the training kernels (forward and backward on NCHW tensors) that effnet-model's
+//!   burn backend extension runs on the CPU.
 //!
 //! ```no_run
 //! use effnet_cpu::{Executor, Layout, Plan};
@@ -29,13 +31,30 @@
 //! # }
 //! ```
 
-#![warn(missing_docs)]
-
 mod error;
 pub mod infer;
 mod isa;
 pub mod kernels;
 pub mod quant;
+
+/// The training kernels that effnet-model's burn ops call, in one place: channels-first (NCHW)
+/// f32 tensors, forward and backward, each on `threads` rayon threads with the given [`Isa`]
+/// (the portable fallback runs plain loops, also in place of the `gemm` crate, so that every
+/// path can be tested against it).
+pub mod train {
+    pub use crate::kernels::conv::nchw::{
+        Conv2dShape, conv2d_backward_data, conv2d_backward_weight, conv2d_forward,
+    };
+    pub use crate::kernels::depthwise::nchw::{
+        depthwise_backward_data, depthwise_backward_weight, depthwise_forward,
+    };
+    pub use crate::kernels::norm_act::{
+        BnAct, batch_norm_act_backward, batch_norm_act_forward, channel_sums,
+    };
+    pub use crate::kernels::se::nchw::{
+        gate_backward, gate_forward, plane_means, plane_means_backward,
+    };
+}
 
 pub use error::CpuError;
 pub use infer::int8::Int8Executor;

@@ -53,19 +53,8 @@ impl ImageFolder {
                 classes.len()
             )));
         }
-        let (samples, unreadable) = scan_class_files(root, classes)?;
-        if samples.is_empty() && unreadable.is_empty() {
-            return Err(err(format!(
-                "no images (jpg, jpeg, png, webp, bmp) in any of its {} class folders",
-                classes.len()
-            )));
-        }
-        let ds = Self {
-            root: root.to_path_buf(),
-            classes: classes.to_vec(),
-            samples,
-            unreadable,
-        };
+        let folders: Vec<(String, usize)> = classes.iter().cloned().zip(0..).collect();
+        let ds = Self::scan_mapped(root, classes.to_vec(), &folders)?;
         let populated = ds.class_counts().iter().filter(|(_, n)| *n > 0).count();
         if populated < 2 {
             return Err(err(format!(
@@ -73,6 +62,39 @@ impl ImageFolder {
             )));
         }
         Ok(ds)
+    }
+
+    /// Scans `root/<folder>/` for each `(folder, label)` of `folders`: a labelled folder whose
+    /// folder names are not the class names (`n02123159/` for class 282 `tiger cat`, a class map,
+    /// a subset of a model's classes). `classes` are the names of all labels.
+    pub fn scan_mapped(
+        root: &Path,
+        classes: Vec<String>,
+        folders: &[(String, usize)],
+    ) -> Result<Self, DataError> {
+        let err = |reason: String| DataError::Dataset {
+            path: root.to_path_buf(),
+            reason,
+        };
+        if let Some((f, l)) = folders.iter().find(|(_, l)| *l >= classes.len()) {
+            return Err(err(format!(
+                "folder '{f}' labelled {l}, but there are {} classes",
+                classes.len()
+            )));
+        }
+        let (samples, unreadable) = scan_class_files(root, folders)?;
+        if samples.is_empty() && unreadable.is_empty() {
+            return Err(err(format!(
+                "no images (jpg, jpeg, png, webp, bmp) in any of its {} class folders",
+                folders.len()
+            )));
+        }
+        Ok(Self {
+            root: root.to_path_buf(),
+            classes,
+            samples,
+            unreadable,
+        })
     }
 
     /// Images per class, in label order (zero for empty class folders), for the scan report.
@@ -160,16 +182,16 @@ impl ImageFolder {
 #[allow(clippy::type_complexity)]
 fn scan_class_files(
     root: &Path,
-    classes: &[String],
+    folders: &[(String, usize)],
 ) -> Result<(Vec<(PathBuf, usize)>, Vec<(PathBuf, String)>), DataError> {
     let mut walker = ImageWalker::default();
     walker.reserve(root);
-    for class in classes {
+    for (class, _) in folders {
         walker.reserve(&root.join(class));
     }
     let mut samples = Vec::new();
     let mut unreadable = Vec::new();
-    for (label, class) in classes.iter().enumerate() {
+    for &(ref class, label) in folders {
         let dir = root.join(class);
         if !dir.is_dir() {
             continue;

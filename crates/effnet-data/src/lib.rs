@@ -3,8 +3,6 @@
 //! Everything between an image file and a normalised `f32` batch: decoding with clear errors,
 //! PIL-exact resampling, eval preprocessing (resize + center crop), and the training pipeline.
 
-#![warn(missing_docs)]
-
 pub mod error;
 pub mod fsutil;
 pub mod image_io;

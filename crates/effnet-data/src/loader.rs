@@ -2,13 +2,12 @@
 //! earlier batches (bounded prefetch). Batches always come out in the same order with the same
 //! content for a given (seed, epoch), whatever the number of workers: the epoch order is a seeded
 //! shuffle and each sample draws its augmentation from its own RNG seeded by (seed, epoch, index).
-//! Unreadable files are dropped from their batch, reported in [`Batch::skipped`] and warned about
-//! once per file; they never stop an epoch.
+//! Unreadable files are dropped from their batch and reported in [`Batch::skipped`] (the caller
+//! decides how to warn: the library prints nothing); they never stop an epoch.
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 
 use rand::rngs::StdRng;
@@ -76,8 +75,9 @@ impl Default for LoaderConfig {
     }
 }
 
-/// SplitMix64 finaliser: spreads nearby (seed, epoch, index) triples over the seed space.
-fn mix(mut z: u64) -> u64 {
+/// SplitMix64 finaliser: spreads nearby (seed, epoch, index) triples over the seed space. The
+/// one implementation in effnet (the trainer derives its per-step seeds with it too).
+pub fn splitmix64(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -85,7 +85,7 @@ fn mix(mut z: u64) -> u64 {
 }
 
 fn seed3(seed: u64, epoch: u64, index: u64, stream: u64) -> u64 {
-    mix(mix(mix(mix(seed) ^ epoch) ^ index) ^ stream)
+    splitmix64(splitmix64(splitmix64(splitmix64(seed) ^ epoch) ^ index) ^ stream)
 }
 
 /// The RNG of one sample's augmentation in one epoch.
@@ -285,7 +285,7 @@ fn produce(
     }
 }
 
-/// Runs one sample, turning errors and decoder panics into a skip (warned once per file).
+/// Runs one sample, turning errors and decoder panics into a skip.
 fn run_sample(
     job: &SampleFn,
     index: usize,
@@ -299,20 +299,7 @@ fn run_sample(
         Ok(Err(e)) => e.to_string(),
         Err(_) => "decoder panicked".to_string(),
     };
-    warn_once(path, &reason);
     Err((path.clone(), reason))
-}
-
-fn warn_once(path: &Path, reason: &str) {
-    static SEEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    let seen = SEEN.get_or_init(|| Mutex::new(HashSet::new()));
-    let first = seen
-        .lock()
-        .map(|mut s| s.insert(path.to_path_buf()))
-        .unwrap_or(true);
-    if first {
-        eprintln!("warning: skipping {}: {reason}", path.display());
-    }
 }
 
 impl Iterator for BatchIter {

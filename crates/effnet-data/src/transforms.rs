@@ -1,5 +1,6 @@
-//! Training transforms: RandomResizedCrop (torchvision's algorithm), horizontal flip, RandAugment and
-//! normalisation, in timm's order (crop, flip, RandAugment, to-tensor, normalise).
+//! Training transforms: RandomResizedCrop (torchvision's algorithm), horizontal flip, RandAugment,
+//! normalisation and random erasing, in timm's order (crop, flip, RandAugment, to-tensor,
+//! normalise, erase).
 
 use image::RgbImage;
 use rand::Rng;
@@ -136,6 +137,8 @@ pub struct TrainTransform {
     pub mean: [f32; 3],
     /// Per-channel std on the 0..1 scale.
     pub std: [f32; 3],
+    /// Probability of random erasing (timm's `--reprob`, mode `pixel`) after normalisation.
+    pub reprob: f64,
 }
 
 impl TrainTransform {
@@ -150,6 +153,7 @@ impl TrainTransform {
             interpolation: Interpolation::Bilinear,
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            reprob: 0.0,
         }
     }
 
@@ -182,7 +186,44 @@ impl TrainTransform {
     pub fn apply_into(&self, img: &RgbImage, rng: &mut impl Rng, out: &mut [f32]) {
         let a = self.augment(img, rng);
         normalize_into(&a, self.mean, self.std, out);
+        if self.reprob > 0.0 && rng.random::<f64>() < self.reprob {
+            random_erase(out, self.size, rng);
+        }
     }
+}
+
+/// timm's `RandomErasing` (mode `pixel`, one box): up to 10 tries of a box of 2 %..1/3 of the
+/// image with a log-uniform aspect ratio in [0.3, 1/0.3]; the first that fits is filled with
+/// standard normal noise (per pixel and channel) in the normalised `3 × size × size` image.
+pub fn random_erase(chw: &mut [f32], size: usize, rng: &mut impl Rng) {
+    let area = (size * size) as f64;
+    let (lr0, lr1) = (0.3f64.ln(), (1.0f64 / 0.3).ln());
+    for _ in 0..10 {
+        let target = area * uniform(rng, 0.02, 1.0 / 3.0);
+        let aspect = uniform(rng, lr0, lr1).exp();
+        let h = (target * aspect).sqrt().round() as usize;
+        let w = (target / aspect).sqrt().round() as usize;
+        if w == 0 || h == 0 || w >= size || h >= size {
+            continue;
+        }
+        let top = rng.random_range(0..=size - h);
+        let left = rng.random_range(0..=size - w);
+        for plane in chw.chunks_exact_mut(size * size) {
+            for row in plane.chunks_exact_mut(size).skip(top).take(h) {
+                for v in &mut row[left..left + w] {
+                    *v = standard_normal(rng);
+                }
+            }
+        }
+        return;
+    }
+}
+
+/// One standard normal sample (Box-Muller).
+fn standard_normal(rng: &mut impl Rng) -> f32 {
+    let u1 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+    let u2 = rng.random::<f64>();
+    ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
 }
 
 fn uniform(rng: &mut impl Rng, a: f64, b: f64) -> f64 {

@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 use burn::module::{Module, ModuleMapper, Param, Quantizer};
 use burn::prelude::*;
 use burn::tensor::quantization::{Calibration, QuantScheme, QuantValue, ScaleDtype};
+use effnet::Classifier;
 use effnet::reexports::image;
-use effnet::{BUNDLED_WEIGHTS, Classifier};
-use effnet_model::{EfficientNet, Pretrained, load_native, load_native_bytes};
+use effnet_model::{EfficientNet, Pretrained, load_native};
 
 /// Quantises rank >= 2 float parameters (conv and linear weights), leaving biases in f32.
 struct WeightQuantizer {
@@ -78,7 +78,7 @@ fn probs(c: &Classifier, images: &[image::RgbImage]) -> Vec<Vec<f32>> {
     let n = c.config().num_classes;
     images
         .chunks(32)
-        .flat_map(|chunk| c.predict_batch(chunk, n))
+        .flat_map(|chunk| c.predict_batch(chunk, n).unwrap_or_default())
         .map(|preds| {
             let mut row = vec![0f32; n];
             for p in preds {
@@ -152,8 +152,7 @@ fn main() {
     let device = Device::flex();
     let pre = match arg("--weights") {
         Some(w) => load_native(Path::new(w), &device).expect("weights"),
-        None => load_native_bytes(Path::new("<bundled>"), BUNDLED_WEIGHTS.to_vec(), &device)
-            .expect("bundled"),
+        None => effnet::bundled_pretrained(&device).expect("bundled"),
     };
     let (images, truth): (Vec<image::RgbImage>, Option<Vec<usize>>) = match arg("--val") {
         Some(dir) => {

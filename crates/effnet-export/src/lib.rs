@@ -3,7 +3,7 @@
 //! Takes an effnet model out of effnet: an ONNX graph (opset 17+) that ONNX Runtime, TensorRT or
 //! OpenVINO can run, with BatchNorm folded into the convs and the preprocessing recorded as
 //! metadata. Half-precision native weights live with the other native formats in
-//! [`effnet_model::weights`] (see [`effnet_model::Precision`]).
+//! [`effnet_model::weights`] (see [`effnet_model::StoragePrecision`]).
 //!
 //! ```no_run
 //! use effnet_export::{OnnxOptions, write_onnx};

@@ -242,15 +242,12 @@ pub fn onnx_bytes(pre: &Pretrained, options: &OnnxOptions) -> Result<Vec<u8>, Ex
     Ok(export_onnx(pre, options)?.encode_to_vec())
 }
 
-/// [`export_onnx`] written to `path` (through a temporary file, so a failed export leaves no
-/// half-written model behind).
+/// [`export_onnx`] written to `path` atomically and durably (effnet's one write path,
+/// [`effnet_data::fsutil::write_atomic`]: a failed export leaves no half-written model behind).
 pub fn write_onnx(path: &Path, pre: &Pretrained, options: &OnnxOptions) -> Result<(), ExportError> {
     let bytes = onnx_bytes(pre, options)?;
-    let write_err = |e: std::io::Error| ExportError::Write {
+    effnet_data::fsutil::write_atomic(path, &bytes).map_err(|e| ExportError::Write {
         path: path.to_path_buf(),
         reason: e.to_string(),
-    };
-    let tmp = effnet_model::weights::tmp_path(path);
-    std::fs::write(&tmp, bytes).map_err(write_err)?;
-    std::fs::rename(&tmp, path).map_err(write_err)
+    })
 }

@@ -1,4 +1,4 @@
-//! Half-precision native weights (`Precision::F16`): about half the file, loaded transparently by
+//! Half-precision native weights (`StoragePrecision::F16`): about half the file, loaded transparently by
 //! `Classifier::from_file` (computation in f32), same top-1 as the f32 weights on the photos.
 
 use std::path::{Path, PathBuf};
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use burn::prelude::*;
 use effnet::reexports::image;
 use effnet::{BUNDLED_WEIGHTS, Classifier};
-use effnet_model::{Precision, load_native, load_native_bytes, save_native_as};
+use effnet_model::{StoragePrecision, load_native, save_native_as};
 
 /// Bound on |p_f16 - p_f32| over all classes of the photos (measured: 1.1e-3 for Lite0).
 const MAX_PROB_DIFF: f32 = 2e-3;
@@ -24,6 +24,7 @@ fn photo_images() -> Vec<image::RgbImage> {
 
 fn probs(c: &Classifier, images: &[image::RgbImage]) -> Vec<Vec<f32>> {
     c.predict_batch(images, c.config().num_classes)
+        .expect("predictions")
         .into_iter()
         .map(|preds| {
             let mut row = vec![0f32; preds.len()];
@@ -44,8 +45,7 @@ fn top1(row: &[f32]) -> usize {
 #[test]
 fn f16_lite0_is_half_the_size_with_the_same_top1_on_photos() {
     let device = Device::flex();
-    let pre = load_native_bytes(Path::new("<bundled>"), BUNDLED_WEIGHTS.to_vec(), &device)
-        .expect("bundled");
+    let pre = effnet::bundled_pretrained(&device).expect("bundled");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("lite0_f16.bpk");
     save_native_as(
@@ -55,7 +55,7 @@ fn f16_lite0_is_half_the_size_with_the_same_top1_on_photos() {
         &pre.preprocess,
         &pre.source,
         pre.labels.as_deref(),
-        Precision::F16,
+        StoragePrecision::F16,
     )
     .expect("save f16");
     let size = std::fs::metadata(&path).expect("file").len() as f64;

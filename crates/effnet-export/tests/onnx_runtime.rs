@@ -11,11 +11,10 @@ use std::process::Command;
 
 use burn::prelude::*;
 use burn::tensor::Distribution;
-use effnet::BUNDLED_WEIGHTS;
 use effnet_export::proto::ModelProto;
 use effnet_export::{BatchSize, OnnxOptions, export_onnx, onnx_bytes, write_onnx};
 use effnet_model::weights::default_preprocess;
-use effnet_model::{EfficientNetConfig, Preprocess, Pretrained, import_pytorch, load_native_bytes};
+use effnet_model::{EfficientNetConfig, Preprocess, Pretrained, import_pytorch};
 
 const TOLERANCE: f32 = 1e-4;
 
@@ -143,12 +142,7 @@ fn check_parity(
 }
 
 fn bundled() -> Pretrained {
-    load_native_bytes(
-        Path::new("<bundled>"),
-        BUNDLED_WEIGHTS.to_vec(),
-        &Device::flex(),
-    )
-    .expect("bundled weights")
+    effnet::bundled_pretrained(&Device::flex()).expect("bundled weights")
 }
 
 fn parity_fixture(name: &str, weights: &str) -> Pretrained {

@@ -23,7 +23,7 @@ use burn::tensor::{Distribution, FloatDType};
 
 use crate::arch::BlockSpec;
 use crate::config::{Activation, Attention, BlockKind, NormKind, PaddingMode};
-use crate::precision;
+use crate::ops;
 
 /// Applies the configured activation.
 pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
@@ -37,10 +37,21 @@ pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
 /// Conv followed by its BatchNorm, unless the BN was folded into the conv (inference). Runs in
 /// the input's float type, BatchNorm in f32 (see [`crate::precision`]).
 pub fn conv_bn(conv: &Conv2d, bn: &Option<BatchNorm>, x: Tensor<4>) -> Tensor<4> {
-    let y = precision::conv(conv, x);
-    match bn {
-        Some(bn) => precision::batch_norm(bn, y),
-        None => y,
+    conv_bn_act(conv, bn, None, x)
+}
+
+/// Conv, its BatchNorm (unless folded) and `act` when there is one, through [`crate::ops`].
+pub fn conv_bn_act(
+    conv: &Conv2d,
+    bn: &Option<BatchNorm>,
+    act: Option<Activation>,
+    x: Tensor<4>,
+) -> Tensor<4> {
+    let y = ops::conv2d(conv, x);
+    match (bn, act) {
+        (Some(bn), act) => ops::batch_norm_act(bn, act, y),
+        (None, Some(act)) => activate(y, act),
+        (None, None) => y,
     }
 }
 
@@ -208,9 +219,9 @@ impl SqueezeExcite {
 
     /// Gates `x` channel-wise.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let s = x.clone().mean_dim(3).mean_dim(2);
-        let s = activate(precision::conv(&self.conv_reduce, s), self.act);
-        x * sigmoid(precision::conv(&self.conv_expand, s))
+        let s = ops::global_avg_pool(x.clone());
+        let s = activate(ops::conv2d(&self.conv_reduce, s), self.act);
+        ops::channel_gate(x, sigmoid(ops::conv2d(&self.conv_expand, s)))
     }
 }
 
@@ -340,7 +351,7 @@ impl ConvBnAct {
 
 impl BlockLayers for ConvBnAct {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = activate(conv_bn(&self.conv, &self.bn1, x.clone()), self.act);
+        let y = conv_bn_act(&self.conv, &self.bn1, Some(self.act), x.clone());
         residual(y, x, self.has_skip, &self.drop_path)
     }
     fn batch_norms(&self) -> Vec<&Option<BatchNorm>> {
@@ -408,7 +419,7 @@ impl EdgeResidual {
 
 impl BlockLayers for EdgeResidual {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = activate(conv_bn(&self.conv_exp, &self.bn1, x.clone()), self.act);
+        let y = conv_bn_act(&self.conv_exp, &self.bn1, Some(self.act), x.clone());
         let y = conv_bn(&self.conv_pwl, &self.bn2, apply_se(&self.se, y));
         residual(y, x, self.has_skip, &self.drop_path)
     }
@@ -499,10 +510,10 @@ impl DepthwiseSeparable {
 impl BlockLayers for DepthwiseSeparable {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let y = match &self.conv_s2d {
-            Some(conv) => activate(conv_bn(conv, &self.bn_s2d, x.clone()), self.act),
+            Some(conv) => conv_bn_act(conv, &self.bn_s2d, Some(self.act), x.clone()),
             None => x.clone(),
         };
-        let y = activate(conv_bn(&self.conv_dw, &self.bn1, y), self.act);
+        let y = conv_bn_act(&self.conv_dw, &self.bn1, Some(self.act), y);
         let y = conv_bn(&self.conv_pw, &self.bn2, apply_se(&self.se, y));
         residual(y, x, self.has_skip, &self.drop_path)
     }
@@ -603,8 +614,8 @@ impl InvertedResidual {
 
 impl BlockLayers for InvertedResidual {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = activate(conv_bn(&self.conv_pw, &self.bn1, x.clone()), self.act);
-        let y = activate(conv_bn(&self.conv_dw, &self.bn2, y), self.act);
+        let y = conv_bn_act(&self.conv_pw, &self.bn1, Some(self.act), x.clone());
+        let y = conv_bn_act(&self.conv_dw, &self.bn2, Some(self.act), y);
         let y = match &self.aa {
             Some(aa) => aa.forward(y),
             None => y,

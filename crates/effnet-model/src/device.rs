@@ -153,6 +153,8 @@ mod tests {
             .iter()
             .map(|k| (*k, std::env::var_os(k)))
             .collect();
+        // SAFETY: this is the only test of the crate that touches the environment, and nothing
+        // else in its process reads these variables while it runs.
         let set = |k: &str, v: Option<&str>| unsafe {
             match v {
                 Some(v) => std::env::set_var(k, v),
@@ -168,6 +170,7 @@ mod tests {
         set("EFFNET_CACHE_DIR", Some("/mine"));
         assert_eq!(gpu_cache_dir(), Some("/mine".into()));
         for (k, v) in saved {
+            // SAFETY: as above.
             unsafe {
                 match v {
                     Some(v) => std::env::set_var(k, v),

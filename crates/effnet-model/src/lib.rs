@@ -15,8 +15,6 @@
 //! assert_eq!(logits.dims(), [1, 1000]);
 //! ```
 
-#![warn(missing_docs)]
-
 pub mod arch;
 pub mod blocks;
 pub mod budget;
@@ -27,6 +25,7 @@ pub mod fixtures;
 pub mod int8;
 pub mod model;
 pub mod native;
+pub mod ops;
 pub mod precision;
 pub mod preprocess;
 pub mod presets;
@@ -54,7 +53,7 @@ pub use presets::{
     resolve_name, wildcard_match,
 };
 pub use weights::{
-    Imported, Interpolation, KeyLayout, Precision, Preprocess, Pretrained, check_finite,
+    Imported, Interpolation, KeyLayout, Preprocess, StoragePrecision, Pretrained, check_finite,
     check_model_finite, import_pytorch, import_state_dict, load_native, load_native_bytes,
     save_native, save_native_as, save_native_labeled, timm_state_dict_shapes,
 };

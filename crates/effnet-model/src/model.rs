@@ -6,7 +6,7 @@ use burn::nn::{BatchNorm, Dropout, DropoutConfig, Initializer, Linear, LinearCon
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use crate::blocks::{Block, LayerSettings, NormAct, activate, conv_bn, fold_bn};
+use crate::blocks::{Block, LayerSettings, NormAct, conv_bn_act, fold_bn};
 use crate::config::{Activation, EfficientNetConfig, NormKind};
 use crate::error::ModelError;
 use crate::precision::{self, ComputePrecision};
@@ -162,16 +162,16 @@ impl EfficientNet {
     pub fn forward_features(&self, x: Tensor<4>) -> Tensor<4> {
         let x = self.forward_stages(self.forward_stem(x), 0..self.blocks.len());
         if let Some(norm) = &self.norm2 {
-            return norm.forward(precision::conv(&self.conv_head, x));
+            return norm.forward(crate::ops::conv2d(&self.conv_head, x));
         }
-        activate(conv_bn(&self.conv_head, &self.bn2, x), self.act)
+        conv_bn_act(&self.conv_head, &self.bn2, Some(self.act), x)
     }
 
     fn forward_stem(&self, x: Tensor<4>) -> Tensor<4> {
         if let Some(norm) = &self.norm1 {
-            return norm.forward(precision::conv(&self.conv_stem, x));
+            return norm.forward(crate::ops::conv2d(&self.conv_stem, x));
         }
-        activate(conv_bn(&self.conv_stem, &self.bn1, x), self.act)
+        conv_bn_act(&self.conv_stem, &self.bn1, Some(self.act), x)
     }
 
     fn forward_stages(&self, mut x: Tensor<4>, stages: std::ops::Range<usize>) -> Tensor<4> {
@@ -244,7 +244,7 @@ impl EfficientNet {
 
     /// Global average pool, dropout and classifier; `pre_logits` stops after the pool.
     pub fn forward_head(&self, features: Tensor<4>, pre_logits: bool) -> Tensor<2> {
-        let pooled: Tensor<2> = features.mean_dim(3).mean_dim(2).flatten(1, 3);
+        let pooled: Tensor<2> = crate::ops::global_avg_pool(features).flatten(1, 3);
         if pre_logits {
             return pooled;
         }

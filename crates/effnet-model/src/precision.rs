@@ -140,18 +140,24 @@ pub fn conv(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     if dtype == FloatDType::F32 {
         return layer.forward(x);
     }
-    let [_, _, h, w] = x.dims();
+    let options = conv_options(layer, x.dims());
+    let bias = layer.bias.as_ref().map(|b| b.val().cast(dtype));
+    conv2d(x, layer.weight.val().cast(dtype), bias, options)
+}
+
+/// The backend options of `layer` on an input of shape `dims` (its padding resolved as burn's
+/// `Conv2d` resolves it).
+pub(crate) fn conv_options(layer: &Conv2d, dims: [usize; 4]) -> ConvOptions<2> {
+    let [_, _, h, w] = dims;
     let (k, s) = (layer.kernel_size, layer.stride);
     let [top, bottom] = axis_padding(&layer.padding, 0, k[0], s[0], h);
     let [left, right] = axis_padding(&layer.padding, 1, k[1], s[1], w);
-    let options = ConvOptions::new_with_padding(
+    ConvOptions::new_with_padding(
         s,
         [(top, bottom), (left, right)],
         layer.dilation,
         layer.groups,
-    );
-    let bias = layer.bias.as_ref().map(|b| b.val().cast(dtype));
-    conv2d(x, layer.weight.val().cast(dtype), bias, options)
+    )
 }
 
 /// A linear layer's forward in the type of its input (f32 input: burn's `Linear::forward`).

@@ -3,7 +3,7 @@
 //! which carry the model description and preprocessing beside the tensors.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 use burn::store::burn_pack::{self, Bytes};
@@ -371,7 +371,7 @@ pub(crate) const META_PRECISION: &str = "effnet.precision";
 /// weights are widened when loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Precision {
+pub enum StoragePrecision {
     /// Every tensor in f32.
     #[default]
     F32,
@@ -434,11 +434,11 @@ pub fn save_native_labeled(
         preprocess,
         source,
         labels,
-        Precision::F32,
+        StoragePrecision::F32,
     )
 }
 
-/// [`save_native_labeled`] at a chosen storage [`Precision`]; [`load_native`] reads either.
+/// [`save_native_labeled`] at a chosen storage [`StoragePrecision`]; [`load_native`] reads either.
 pub fn save_native_as(
     path: &Path,
     model: &EfficientNet,
@@ -446,7 +446,7 @@ pub fn save_native_as(
     preprocess: &Preprocess,
     source: &str,
     labels: Option<&[String]>,
-    precision: Precision,
+    precision: StoragePrecision,
 ) -> Result<(), ModelError> {
     let write_err = |reason: String| ModelError::Write {
         path: path.to_path_buf(),
@@ -477,7 +477,7 @@ pub fn save_native_as(
         for (key, value) in meta {
             store = store.metadata(key, value);
         }
-        if precision == Precision::F16 {
+        if precision == StoragePrecision::F16 {
             store = store
                 .metadata(META_PRECISION, "f16")
                 .with_to_adapter(HalfPrecisionAdapter::new());
@@ -487,11 +487,6 @@ pub fn save_native_as(
             .map_err(|e| std::io::Error::other(e.to_string()))
     })
     .map_err(|e| write_err(e.to_string()))
-}
-
-/// `file.tmp` beside `file`, for write-then-rename (see [`effnet_data::fsutil`]).
-pub fn tmp_path(path: &Path) -> PathBuf {
-    effnet_data::fsutil::tmp_path(path)
 }
 
 /// Files written before preset names meant timm's architectures carry a preset name whose
@@ -568,7 +563,7 @@ pub fn load_native_bytes(
             .map_err(read_err);
     }
     let mut model = config.init(device);
-    // Half-precision files (`Precision::F16`) are widened to f32; f32 tensors pass unchanged.
+    // Half-precision files (`StoragePrecision::F16`) are widened to f32; f32 tensors pass unchanged.
     let mut store =
         BurnpackStore::from_bytes(Some(bytes)).with_from_adapter(FloatCastAdapter::to(DType::F32));
     let result = model

@@ -266,3 +266,32 @@ fn names_users_know_are_aliases() {
     let err = EfficientNetConfig::preset("efficientnet_b0.bogus").unwrap_err();
     assert!(err.to_string().contains("ra_in1k"), "{err}");
 }
+
+#[test]
+fn pretrained_tags_carry_timms_evaluation_preprocessing() {
+    use effnet_model::{Interpolation, default_tag, resolve_name};
+    // Test size and crop where the tag has them (timm validate.py's default).
+    let tag = resolve_name("tf_efficientnetv2_s.in21k_ft_in1k").unwrap().tag.unwrap();
+    let p = tag.preprocess();
+    assert_eq!((p.crop, p.resize), (384, 384));
+    assert_eq!((p.mean, p.std), ([0.5; 3], [0.5; 3]));
+    let b1 = default_tag("efficientnet_b1").unwrap();
+    assert_eq!(b1.tag, "ra4_e3600_r240_in1k");
+    let p = b1.preprocess();
+    assert_eq!((p.crop, p.resize, p.interpolation), (288, 288, Interpolation::Bicubic));
+    // Input size and crop_pct otherwise: 224 / 0.875 = 256.
+    let p = resolve_name("efficientnet_b0.ra_in1k").unwrap().tag.unwrap().preprocess();
+    assert_eq!((p.crop, p.resize), (224, 256));
+    assert_eq!(p.mean, [0.485, 0.456, 0.406]);
+    // Every tag names a preset, and every preset with a default tag has its weights listed.
+    for arch in effnet_model::TIMM_ARCHITECTURES {
+        for t in effnet_model::pretrained_tags(arch) {
+            assert_eq!(&t.architecture, arch);
+            assert!(t.preprocess().validate().is_ok(), "{}", t.full_name());
+        }
+    }
+    let tags: usize = (effnet_model::TIMM_ARCHITECTURES.iter())
+        .map(|a| effnet_model::pretrained_tags(a).len())
+        .sum();
+    assert_eq!(tags, 97, "timm 1.0.31's pretrained tags of the family");
+}

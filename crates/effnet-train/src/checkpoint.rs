@@ -22,7 +22,7 @@ use crate::precision::DynamicLossScaler;
 pub struct EpochRow {
     /// Epoch number (1 = the first epoch, as in the progress bar and the logs).
     pub epoch: usize,
-    /// Progressive stage.
+    /// Progressive stage number (1 = the first stage, as everywhere a person reads it).
     pub stage: usize,
     /// Training image size.
     pub img_size: usize,
@@ -44,6 +44,9 @@ pub struct EpochRow {
     pub img_per_sec: f64,
     /// Seconds spent in the epoch (training and evaluation).
     pub epoch_secs: f64,
+    /// Training images used in the epoch (files that failed to decode are not counted).
+    #[serde(default)]
+    pub images: usize,
 }
 
 /// Everything besides tensors needed to continue a run exactly where it stopped.
@@ -57,7 +60,7 @@ pub struct TrainState {
     /// mixup, stochastic depth, dropout) is derived from `(seed, epoch, step)`, so this position
     /// *is* the RNG state.
     pub global_step: u64,
-    /// Progressive stage in progress.
+    /// Progressive stage in progress (0-based index into the schedule).
     pub stage: usize,
     /// Base seed of the run.
     pub seed: u64,
@@ -76,6 +79,10 @@ pub struct TrainState {
     /// Loss-scaler state of an f16 run (absent otherwise, and in checkpoints of older runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss_scaler: Option<DynamicLossScaler>,
+    /// Files that passed the scan but failed to decode, each with the epoch (0-based) it failed
+    /// in: dropped from every later epoch, so a resumed run sees the same data.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub decode_failures: Vec<(PathBuf, usize)>,
 }
 
 /// A checkpoint read back from disk.

@@ -45,9 +45,6 @@ pub struct TrainConfig {
     /// Checkpoint cadence and retention.
     #[serde(default)]
     pub checkpoint: CheckpointSection,
-    /// Hooks for tests: simulate a kill or a divergence at a given step.
-    #[serde(default)]
-    pub testing: TestingSection,
 }
 
 fn default_device() -> String {
@@ -60,8 +57,8 @@ fn default_device() -> String {
 pub struct ModelSection {
     /// Preset name (`efficientnetv2_s`) or path to a model TOML (relative to the recipe file).
     pub arch: String,
-    /// Start from these native weights (`.bpk`, relative to the recipe file, or `bundled` for the
-    /// bundled ImageNet Lite0) instead of random init (fine-tuning).
+    /// Start from these weights instead of random init (fine-tuning): a `.bpk` (relative to the
+    /// recipe file), `bundled` (the ImageNet Lite0 of the `effnet` crate) or `hf-hub:owner/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_weights: Option<String>,
     /// Output classes; absent takes the number of class folders in the training set.
@@ -71,9 +68,6 @@ pub struct ModelSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drop_path: Option<f64>,
 }
-
-/// `model.init_weights` value that selects the weights bundled in the `effnet` crate.
-pub const BUNDLED_WEIGHTS: &str = "bundled";
 
 /// Which RandAugment policy the training transform applies (`data.randaugment`).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
@@ -161,6 +155,8 @@ pub struct DataSection {
     /// Evaluation batch size; absent uses the training batch size.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eval_batch_size: Option<usize>,
+    /// Probability of random erasing after normalisation (timm's `--reprob`, mode `pixel`).
+    pub reprob: f64,
 }
 
 impl Default for DataSection {
@@ -180,6 +176,7 @@ impl Default for DataSection {
             eval_size: None,
             crop_pct: 1.0,
             eval_batch_size: None,
+            reprob: 0.0,
         }
     }
 }
@@ -202,6 +199,9 @@ pub struct TrainSection {
     pub mixup_switch_prob: f64,
     /// Global gradient-norm clipping threshold (0 = off).
     pub clip_grad: f64,
+    /// Batches whose gradients are summed (averaged) before each optimiser step (timm's
+    /// `--grad-accum-steps`): the effective batch is `batch_size × grad_accum_steps`.
+    pub grad_accum_steps: usize,
     /// Limit the steps of every epoch (absent = whole epoch); for quick tests and smoke runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps_per_epoch: Option<usize>,
@@ -222,6 +222,7 @@ impl Default for TrainSection {
             mixup_prob: 1.0,
             mixup_switch_prob: 0.5,
             clip_grad: 0.0,
+            grad_accum_steps: 1,
             max_steps_per_epoch: None,
             precision: ComputePrecision::F32,
             loss_scale: LossScaleConfig::default(),
@@ -437,22 +438,6 @@ impl Default for CheckpointSection {
     }
 }
 
-/// Test hooks; absent disables each.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[serde(deny_unknown_fields, default)]
-pub struct TestingSection {
-    /// Stop like Ctrl-C (checkpoint, exit) after this many global steps.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stop_after_steps: Option<u64>,
-    /// Replace the loss by NaN at this global step (1-based), to exercise divergence handling.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub nan_at_step: Option<u64>,
-    /// Make the gradients infinite at this global step (1-based), to exercise the loss
-    /// scaler's skip (the loss itself stays finite).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub inf_grad_at_step: Option<u64>,
-}
-
 impl TrainConfig {
     /// Reads a recipe, resolves its relative paths (`model.arch`, `model.init_weights`) against
     /// the recipe's folder, applies `key=value` overrides (dotted keys, TOML literal values; paths
@@ -473,6 +458,49 @@ impl TrainConfig {
             .unwrap_or(Path::new("."));
         Self::parse(&text, Some(base), overrides)
             .with_context(|| format!("in training config {}", path.display()))
+    }
+
+    /// The recipe for `arch` when none is given (`effnet train -m MODEL --data D`): timm
+    /// train.py's defaults (SGD with Nesterov momentum 0.9, LR 0.1 per 256 images, weight decay
+    /// 2e-5 off BatchNorm and biases, cosine schedule with 5 warmup epochs from 1e-5, label
+    /// smoothing 0.1, batch 128, 300 epochs, no RandAugment, mixup or EMA) scaled by the model:
+    /// its train and eval image sizes, eval crop, classifier dropout and stochastic depth. A run
+    /// shorter than 50 epochs warms up for a tenth of it. `overrides` apply on top, as to a file.
+    pub fn for_model(arch: &str, overrides: &[String]) -> Result<Self> {
+        let model = effnet_model::EfficientNetConfig::from_name_or_file(arch)
+            .map_err(|e| anyhow::anyhow!("model.arch = '{arch}': {e}"))?;
+        let crop_pct = effnet_model::weights::default_preprocess(&model).crop_pct();
+        let set = |key: &str| {
+            overrides.iter().rev().find_map(|o| {
+                let (k, v) = o.split_once('=')?;
+                (k.trim() == key).then(|| v.trim().to_string())
+            })
+        };
+        let epochs: usize = set("train.epochs")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(300);
+        let warmup = if epochs >= 50 {
+            5.0
+        } else {
+            epochs as f64 / 10.0
+        };
+        let text = format!(
+            "[model]\narch = {arch}\ndrop_path = {drop_path:?}\n\
+             [data]\nrandaugment = \"none\"\neval_size = {eval}\ncrop_pct = {crop_pct:?}\n\
+             [train]\nepochs = {epochs}\nbatch_size = 128\nlabel_smoothing = 0.1\n\
+             [optim]\nname = \"sgd\"\nlr_base = 0.1\nmomentum = 0.9\nweight_decay = 2e-5\n\
+             nesterov = true\n\
+             [sched]\nname = \"cosine\"\nwarmup_epochs = {warmup:?}\nwarmup_lr = 1e-5\n\
+             min_lr = 0.0\n\
+             [progressive]\nmode = \"off\"\nsize = [{train}, {train}]\n\
+             dropout = [{dropout:?}, {dropout:?}]\n",
+            arch = toml::Value::String(arch.to_string()),
+            drop_path = model.drop_path,
+            eval = model.eval_size,
+            train = model.train_size,
+            dropout = model.dropout,
+        );
+        Self::parse(&text, None, overrides).context("in the default recipe (no --config)")
     }
 
     /// [`load`](Self::load) from text; relative paths stay relative to the working directory.
@@ -554,12 +582,12 @@ fn resolve_model_paths(table: &mut toml::Table, base: &Path) {
     }
 }
 
-/// The absolute form of a relative path value, or `None` when it is a name (preset, `bundled`)
-/// or already absolute.
+/// The absolute form of a relative path value, or `None` when it is a name (preset, `bundled`,
+/// `hf-hub:...`) or already absolute.
 fn resolve_path(value: &str, key: &str, base: &Path) -> Option<PathBuf> {
     let is_name = match key {
         "arch" => !value.ends_with(".toml") && !value.contains('/'),
-        _ => value == BUNDLED_WEIGHTS,
+        _ => !matches!(value.parse(), Ok(effnet::WeightsSource::File(_))),
     };
     let p = Path::new(value);
     if is_name || value.is_empty() || p.is_absolute() {
@@ -630,6 +658,9 @@ impl DataSection {
         if d.eval_size.is_some_and(|s| s < 8) {
             bail!("data.eval_size must be >= 8");
         }
+        if !(0.0..=1.0).contains(&d.reprob) {
+            bail!("data.reprob = {} is outside [0, 1]", d.reprob);
+        }
         if d.eval_batch_size == Some(0) {
             bail!("data.eval_batch_size must be >= 1 (leave it out to use train.batch_size)");
         }
@@ -664,6 +695,9 @@ impl TrainSection {
             bail!("train.clip_grad = {} must be >= 0", t.clip_grad);
         }
         t.loss_scale.validate()?;
+        if t.grad_accum_steps == 0 {
+            bail!("train.grad_accum_steps must be >= 1");
+        }
         if t.max_steps_per_epoch == Some(0) {
             bail!("train.max_steps_per_epoch must be >= 1 (leave it out for whole epochs)");
         }

@@ -76,6 +76,7 @@ pub fn train_transform(cfg: &TrainConfig) -> TrainTransform {
         interpolation: d.interpolation,
         mean: d.mean,
         std: d.std,
+        reprob: d.reprob,
     }
 }
 

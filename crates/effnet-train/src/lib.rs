@@ -1,4 +1,3 @@
-#![warn(missing_docs)]
 //! # effnet-train
 //!
 //! Training and evaluation for the EfficientNet family on burn: EfficientNetV2 progressive
@@ -14,24 +13,28 @@ pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod ema;
+pub mod evaluation;
+pub mod hooks;
 pub mod loss;
 pub mod optim;
 pub mod output;
 pub mod precision;
+pub mod profile;
 pub mod report;
 pub mod run_folder;
 pub mod schedule;
+pub mod step;
 pub mod stop;
 pub mod trainer;
 pub mod warmup;
 
 pub use checkpoint::{Checkpointer, EpochRow};
 pub use config::TrainConfig;
+pub use evaluation::{Evaluation, evaluate, evaluate_with};
+pub use hooks::TestHooks;
 pub use precision::{DynamicLossScaler, LossScaleConfig, ScaleUpdate};
 pub use report::{Reporter, Silent};
 pub use schedule::{ProgressiveSchedule, Stage};
+pub use step::{StepOutcome, StepSettings, train_step, train_step_mixed};
 pub use stop::StopHandle;
-pub use trainer::{
-    Evaluation, StepOutcome, StepSettings, TrainOutcome, Trainer, evaluate, evaluate_with, train,
-    train_step, train_step_mixed,
-};
+pub use trainer::{TrainOutcome, Trainer, train, train_with_hooks};

@@ -17,11 +17,11 @@ use crate::checkpoint::{EpochRow, write_atomic};
 /// Rewrites `summary.csv` from the full history (so a resumed run never duplicates rows).
 pub fn write_summary(run: &Path, rows: &[EpochRow]) -> Result<()> {
     let mut s = String::from(
-        "epoch,stage,img_size,train_loss,eval_loss,eval_top1,eval_top5,ema_top1,ema_top5,lr,img_per_sec,epoch_secs\n",
+        "epoch,stage,img_size,train_loss,eval_loss,eval_top1,eval_top5,ema_top1,ema_top5,lr,img_per_sec,epoch_secs,images\n",
     );
     for r in rows {
         s.push_str(&format!(
-            "{},{},{},{:.6},{:.6},{:.4},{:.4},{},{},{:.6e},{:.2},{:.2}\n",
+            "{},{},{},{:.6},{:.6},{:.4},{:.4},{},{},{:.6e},{:.2},{:.2},{}\n",
             r.epoch,
             r.stage,
             r.img_size,
@@ -33,7 +33,8 @@ pub fn write_summary(run: &Path, rows: &[EpochRow]) -> Result<()> {
             opt(r.ema_top5),
             r.lr,
             r.img_per_sec,
-            r.epoch_secs
+            r.epoch_secs,
+            r.images
         ));
     }
     write_atomic(&run.join("summary.csv"), s.as_bytes())
@@ -83,7 +84,8 @@ pub fn epoch_record(row: &EpochRow, global_step: u64) -> Value {
            "train_loss": row.train_loss, "eval_loss": row.eval_loss,
            "eval_top1": row.eval_top1, "eval_top5": row.eval_top5,
            "ema_top1": row.ema_top1, "ema_top5": row.ema_top5,
-           "lr": row.lr, "img_size": row.img_size, "stage": row.stage})
+           "lr": row.lr, "img_size": row.img_size, "stage": row.stage,
+           "images": row.images})
 }
 
 fn read_log(run: &Path) -> Vec<Value> {
@@ -352,6 +354,7 @@ mod tests {
             lr: 1e-3,
             img_per_sec: 100.0,
             epoch_secs: 1.0,
+            images: 64,
         }
     }
 

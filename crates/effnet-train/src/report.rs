@@ -24,8 +24,11 @@ pub struct RunInfo<'a> {
     pub train_report: String,
     /// One-line scan report of the validation split.
     pub val_report: String,
-    /// `(epoch, step in epoch, global step)` the run resumes from (epoch 1-based).
+    /// `(epoch, step in epoch, global step)` the run resumes from (epoch 1-based; past
+    /// `epochs` when the run had already finished).
     pub resumed_at: Option<(usize, usize, u64)>,
+    /// Epochs of the run (the recipe's `train.epochs`).
+    pub epochs: usize,
 }
 
 /// An epoch about to run.
@@ -41,7 +44,7 @@ pub struct EpochStart {
     pub done: usize,
     /// Training image size of the stage.
     pub img_size: usize,
-    /// Progressive stage (0-based).
+    /// Progressive stage number (1 = the first stage).
     pub stage: usize,
 }
 
@@ -100,6 +103,10 @@ pub trait Reporter {
     fn epoch_finished(&mut self, _row: &EpochRow, _epochs: usize, _new_best: bool) {}
     /// A recoverable problem (a corrupt image skipped).
     fn warning(&mut self, _message: &str) {}
+    /// A file that could not be decoded was left out (once per file and run in training).
+    fn skipped(&mut self, path: &Path, reason: &str) {
+        self.warning(&format!("skipped {}: {reason}", path.display()));
+    }
     /// The run stopped early on request, after writing a checkpoint.
     fn stopped(&mut self, _epoch: usize, _step: usize, _global_step: u64, _run_dir: &Path) {}
 }

@@ -16,7 +16,8 @@ use crate::config::TrainConfig;
 use crate::optim::build_optimizer;
 use crate::precision::DynamicLossScaler;
 use crate::schedule::ProgressiveSchedule;
-use crate::trainer::{StepSettings, build_model, recipe_device, train_step_mixed};
+use crate::step::{StepSettings, train_step_mixed};
+use crate::trainer::{build_model, recipe_device};
 
 /// What one warm-up item runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

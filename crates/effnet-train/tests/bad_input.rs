@@ -1,10 +1,10 @@
 //! Bad input fails early with a message that names the problem, and failures during training
 //! leave the last good checkpoint usable.
 
-mod common;
+use effnet_testutil as common;
 
 use effnet_train::checkpoint;
-use effnet_train::{TrainConfig, train};
+use effnet_train::{TestHooks, TrainConfig, train, train_with_hooks};
 
 fn recipe(extra: &[&str]) -> anyhow::Result<TrainConfig> {
     TrainConfig::load(&common::tiny_recipe(), &common::tiny_overrides(extra))
@@ -94,10 +94,10 @@ fn nan_loss_stops_with_message_and_keeps_last_good_checkpoint() {
         "train.batch_size=8",
         "train.epochs=2",
         "checkpoint.every_steps=2",
-        "testing.nan_at_step=5",
     ])
     .unwrap();
-    let e = err_text(train(&cfg, &data, &run, false).unwrap_err());
+    let nan = TestHooks::parse("nan_at_step=5").unwrap();
+    let e = err_text(train_with_hooks(&cfg, &data, &run, false, nan).unwrap_err());
     assert!(
         e.contains("loss is NaN") && e.contains("global step 5"),
         "{e}"
@@ -123,25 +123,24 @@ fn failed_checkpoint_write_keeps_previous_checkpoint() {
     let data = tmp.path().join("digits");
     common::make_digits(&data, 32, 8, 2);
     let run = tmp.path().join("run");
-    let base = ["train.batch_size=8", "train.epochs=2"];
-    let with = |extra: &str| {
-        let mut v = base.to_vec();
-        v.push(extra);
-        recipe(&v).unwrap()
+    let cfg = recipe(&["train.batch_size=8", "train.epochs=2"]).unwrap();
+    let stop_after = |n: u64| TestHooks {
+        stop_after_steps: Some(n),
+        ..Default::default()
     };
-    let out = train(&with("testing.stop_after_steps=3"), &data, &run, false).unwrap();
+    let out = train_with_hooks(&cfg, &data, &run, false, stop_after(3)).unwrap();
     assert!(out.interrupted);
     let before = std::fs::read(run.join("latest.json")).unwrap();
     // A directory where the temp file of latest.json must go: the write fails like a full disk.
     std::fs::create_dir_all(run.join("latest.json.tmp/blocker")).unwrap();
-    let e = err_text(train(&with("testing.stop_after_steps=6"), &data, &run, true).unwrap_err());
+    let e = err_text(train_with_hooks(&cfg, &data, &run, true, stop_after(6)).unwrap_err());
     assert!(e.contains("latest.json"), "{e}");
     assert_eq!(std::fs::read(run.join("latest.json")).unwrap(), before);
     let dir = checkpoint::latest(&run).unwrap();
     assert!(dir.ends_with("ckpt-00000003"), "{}", dir.display());
     // Once the disk is fine again, resuming continues from step 3.
     std::fs::remove_dir_all(run.join("latest.json.tmp")).unwrap();
-    let out = train(&with("testing.stop_after_steps=5"), &data, &run, true).unwrap();
+    let out = train_with_hooks(&cfg, &data, &run, true, stop_after(5)).unwrap();
     assert!(out.interrupted);
     assert_eq!(out.global_step, 5);
 }

@@ -7,7 +7,7 @@
 //! steps. Asserted: fine-tuned top-1 >= scratch top-1 + 15 points and >= 80 % (chance 33 %).
 //! Skipped (with a message) when `weights/efficientnet_lite0.bpk` is not in the checkout.
 
-mod common;
+use effnet_testutil as common;
 
 use std::path::Path;
 

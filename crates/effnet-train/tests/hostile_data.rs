@@ -1,7 +1,7 @@
 //! Hostile training input: absurd sizes and dimensions in the recipe, NaN normalisation, truncated
 //! JPEGs and symlink loops in the data tree, a class whose images are all corrupt.
 
-mod common;
+use effnet_testutil as common;
 
 use std::path::Path;
 

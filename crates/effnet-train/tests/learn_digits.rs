@@ -6,7 +6,7 @@
 //! (wrong gradients, labels shuffled against images, optimiser not stepping, eval on the wrong
 //! weights) stays near 10-30 %. The threshold is 80 %.
 
-mod common;
+use effnet_testutil as common;
 
 use effnet_train::{TrainConfig, train};
 
@@ -79,4 +79,38 @@ fn tiny_v2_learns_digits_from_scratch() {
         out.best_top1
     );
     assert_eq!(best.preprocess.crop, 32);
+}
+
+/// effnet's training ops (the default on the CPU) and burn's plain composition
+/// (`effnet_model::ops::with_plain_ops`) train the tiny recipe to the same top-1, within a
+/// point: the ops change the arithmetic's rounding, not what is learnt.
+#[test]
+fn ops_and_plain_composition_learn_digits_alike() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("digits");
+    common::make_digits(&data, 32, 0, 0);
+    let cfg = TrainConfig::load(&common::tiny_recipe(), &common::tiny_overrides(&[]))
+        .expect("tiny recipe");
+    let run = |plain: bool| {
+        let dir = tmp.path().join(if plain { "plain" } else { "ops" });
+        let t0 = std::time::Instant::now();
+        let out = effnet_model::ops::with_plain_ops(plain, || train(&cfg, &data, &dir, false))
+            .expect("training");
+        let top1 = out.history.last().unwrap().eval_top1;
+        eprintln!(
+            "digits, {}: top-1 {top1:.2} in {:.1}s",
+            if plain {
+                "plain composition"
+            } else {
+                "effnet ops"
+            },
+            t0.elapsed().as_secs_f64()
+        );
+        top1
+    };
+    let (ops, plain) = (run(false), run(true));
+    assert!(
+        (ops - plain).abs() <= 1.0,
+        "top-1 with the ops {ops:.2} vs plain composition {plain:.2}"
+    );
 }

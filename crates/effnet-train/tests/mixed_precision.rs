@@ -6,12 +6,12 @@
 //! * an f16 step whose gradients are infinite is skipped: weights unchanged, the loss scale
 //!   halved, a `skip` record in `log.jsonl`, and the scaler state in the checkpoint.
 
-mod common;
+use effnet_testutil as common;
 
 use effnet_model::parse_device;
 use effnet_train::checkpoint;
 use effnet_train::optim::build_optimizer;
-use effnet_train::{TrainConfig, train};
+use effnet_train::{TestHooks, TrainConfig, train, train_with_hooks};
 
 /// The device RNG (model init, dropout, stochastic depth) is shared by the whole process: the
 /// training tests take turns, so each run is the seeded, reproducible one.
@@ -96,11 +96,10 @@ fn f16_step_with_infinite_gradients_is_skipped_and_backs_off() {
     ];
     // One clean step, then a checkpoint (the weights to compare with).
     let run = tmp.path().join("run");
-    let mut one = base.to_vec();
-    one.push("testing.stop_after_steps=1");
-    let cfg1 = recipe(&one);
+    let cfg1 = recipe(&base);
+    let hooks1 = TestHooks::parse("stop_after_steps=1").unwrap();
     assert!(
-        train(&cfg1, &data, &run, false)
+        train_with_hooks(&cfg1, &data, &run, false, hooks1)
             .expect("one step")
             .interrupted
     );
@@ -108,11 +107,10 @@ fn f16_step_with_infinite_gradients_is_skipped_and_backs_off() {
     assert_eq!((s1.scale, s1.clean_steps, s1.skipped_steps), (1024.0, 1, 0));
     // Resumed from that checkpoint (so the comparison does not depend on the RNG), the second
     // step's gradients made infinite.
-    let mut two = base.to_vec();
-    two.extend(["testing.stop_after_steps=2", "testing.inf_grad_at_step=2"]);
-    let cfg2 = recipe(&two);
+    let cfg2 = recipe(&base);
+    let hooks2 = TestHooks::parse("stop_after_steps=2,inf_grad_at_step=2").unwrap();
     assert!(
-        train(&cfg2, &data, &run, true)
+        train_with_hooks(&cfg2, &data, &run, true, hooks2)
             .expect("step two")
             .interrupted
     );

@@ -1,7 +1,7 @@
 //! Weight decay reaches conv/linear weights but not BatchNorm parameters or biases, through the
 //! paths burn's ModuleOptimizer actually sees on an EfficientNet.
 
-mod common;
+use effnet_testutil as common;
 
 use burn::optim::GradientsParams;
 use burn::prelude::*;

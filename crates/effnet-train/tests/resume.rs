@@ -1,10 +1,10 @@
 //! A run stopped mid-epoch and resumed from its checkpoint must reproduce the uninterrupted run:
-//! the same loss at every step and the same final metrics. The stop uses the `testing` hook,
+//! the same loss at every step and the same final metrics. The stop uses a test hook,
 //! which takes the same path as Ctrl-C (checkpoint, then return).
 
-mod common;
+use effnet_testutil as common;
 
-use effnet_train::{TrainConfig, train};
+use effnet_train::{TestHooks, TrainConfig, train, train_with_hooks};
 
 fn cfg(extra: &[&str]) -> TrainConfig {
     let mut ov = common::tiny_overrides(&[
@@ -47,22 +47,13 @@ fn killed_and_resumed_run_matches_uninterrupted_run() {
 
     // Stop after 7 steps: mid-epoch 0, three steps after the step-4 checkpoint.
     let part_dir = tmp.path().join("part");
-    let stopped = train(
-        &cfg(&["testing.stop_after_steps=7"]),
-        &data,
-        &part_dir,
-        false,
-    )
-    .expect("stopped run");
+    let hooks = TestHooks::parse("stop_after_steps=7").unwrap();
+    let stopped = train_with_hooks(&cfg(&[]), &data, &part_dir, false, hooks).expect("stopped run");
     assert!(stopped.interrupted);
     assert_eq!(stopped.global_step, 7);
     assert!(stopped.history.is_empty());
     // The resumed process reads the run folder's saved config, as `--resume` does.
-    let saved = TrainConfig::load(
-        &part_dir.join("config.toml"),
-        &["testing.stop_after_steps=0".into()],
-    )
-    .expect("saved config");
+    let saved = TrainConfig::load(&part_dir.join("config.toml"), &[]).expect("saved config");
     let resumed = train(&saved, &data, &part_dir, true).expect("resumed run");
     assert!(!resumed.interrupted);
     assert_eq!(resumed.global_step, full.global_step);

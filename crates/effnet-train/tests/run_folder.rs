@@ -2,12 +2,12 @@
 //! refused on a different class set before anything is written, and outputs rebuilt from the
 //! checkpoint on resume.
 
-mod common;
+use effnet_testutil as common;
 
 use std::path::Path;
 
 use effnet_train::run_folder::RunFolder;
-use effnet_train::{TrainConfig, train};
+use effnet_train::{TestHooks, TrainConfig, train, train_with_hooks};
 
 fn recipe(extra: &[&str]) -> TrainConfig {
     TrainConfig::load(&common::tiny_recipe(), &common::tiny_overrides(extra)).unwrap()
@@ -64,8 +64,13 @@ fn resume_with_other_classes_is_refused_before_writing() {
     let data = tmp.path().join("digits");
     common::make_digits(&data, 16, 4, 1);
     let run = tmp.path().join("run");
-    let cfg = recipe(&["train.batch_size=8", "testing.stop_after_steps=2"]);
-    assert!(train(&cfg, &data, &run, false).unwrap().interrupted);
+    let cfg = recipe(&["train.batch_size=8"]);
+    let hooks = TestHooks::parse("stop_after_steps=2").unwrap();
+    assert!(
+        train_with_hooks(&cfg, &data, &run, false, hooks)
+            .unwrap()
+            .interrupted
+    );
     let before = classes_txt(&run);
     let log_before = std::fs::read(run.join("log.jsonl")).unwrap();
     // An 11th class.

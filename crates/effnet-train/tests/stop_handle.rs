@@ -1,7 +1,7 @@
 //! A stop request from another thread (what the CLI's signal handler does) stops training after
 //! the current step with a checkpoint that resumes.
 
-mod common;
+use effnet_testutil as common;
 
 use std::time::{Duration, Instant};
 

@@ -10,8 +10,6 @@
 //! ([`WebClassifier::on_device`], [`WebClassifier::classify_async`]), with the preprocessing
 //! stored in the weights file (resize, center crop, mean/std), exactly as `effnet infer` runs it.
 
-#![warn(missing_docs)]
-
 use std::path::Path;
 
 use effnet::{Classifier, Device, Engine, Prediction};
@@ -97,7 +95,7 @@ impl WebClassifier {
     /// `name` names the image in errors.
     pub fn classify(&self, image: &[u8], name: &str, k: usize) -> Result<Classification, String> {
         let rgb = decode(image, name)?;
-        let top = self.inner.predict(&rgb, k.max(1));
+        let top = (self.inner.predict(&rgb, k.max(1))).map_err(|e| format!("{name}: {e}"))?;
         classification(&rgb, top, name)
     }
 
@@ -150,7 +148,8 @@ impl WebClassifier {
     ) -> Result<Classification, String> {
         use effnet::reexports::burn::tensor::activation::softmax;
         let rgb = decode(image, name)?;
-        let logits = self.inner.logits(std::slice::from_ref(&rgb));
+        let logits =
+            (self.inner.logits(std::slice::from_ref(&rgb))).map_err(|e| format!("{name}: {e}"))?;
         let data = softmax(logits, 1)
             .into_data_async()
             .await

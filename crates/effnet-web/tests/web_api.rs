@@ -27,7 +27,7 @@ fn chelsea_matches_the_library() {
         .classify(&std::fs::read(&photo).unwrap(), "chelsea.png", 5)
         .unwrap();
     let lib = Classifier::from_file(&weights_path(), &Device::flex()).unwrap();
-    let want = lib.predict(&effnet::load_rgb(&photo).unwrap(), 5);
+    let want = (lib.predict(&effnet::load_rgb(&photo).unwrap(), 5)).unwrap();
     assert_eq!(got.top.len(), 5);
     assert_eq!(got.top[0].label, "tiger cat");
     for (g, w) in got.top.iter().zip(&want) {

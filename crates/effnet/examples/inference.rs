@@ -12,7 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let classifier = Classifier::bundled(&Device::flex())?;
     for path in paths {
         let image = load_rgb(path.as_ref())?;
-        let top = classifier.predict(&image, 5);
+        let top = classifier.predict(&image, 5)?;
         let line: Vec<String> = top
             .iter()
             .map(|p| format!("{} {:.1}%", p.label, 100.0 * p.prob))

@@ -3,13 +3,13 @@
 use std::path::Path;
 
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
 use effnet_data::Preprocess;
 use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, ModelError, Pretrained};
 use image::RgbImage;
 use rayon::prelude::*;
 
 use crate::Error;
+use crate::bundled::bundled_pretrained;
 use crate::labels::default_labels;
 use crate::source::WeightsSource;
 
@@ -23,33 +23,6 @@ pub enum Engine {
     Native,
     /// burn's forward on the classifier's device.
     Burn,
-}
-
-/// The bundled ImageNet-1k EfficientNet-Lite0 weights (weights/efficientnet_lite0.bpk, 18.8 MB;
-/// cargo feature `bundled`, on by default).
-#[cfg(feature = "bundled")]
-pub const BUNDLED_WEIGHTS: &[u8] = include_bytes!("../../../weights/efficientnet_lite0.bpk");
-
-/// The bundled model as loaded weights; an error when the library was built without them.
-pub fn bundled_pretrained(device: &Device) -> Result<Pretrained, ModelError> {
-    #[cfg(feature = "bundled")]
-    {
-        effnet_model::load_native_bytes(
-            Path::new("<bundled efficientnet_lite0>"),
-            BUNDLED_WEIGHTS.to_vec(),
-            device,
-        )
-    }
-    #[cfg(not(feature = "bundled"))]
-    {
-        let _ = device;
-        Err(ModelError::Read {
-            path: "<bundled>".into(),
-            reason:
-                "this build has no bundled weights (cargo feature `bundled` of the effnet crate)"
-                    .into(),
-        })
-    }
 }
 
 /// An error when any logit is NaN or infinite, saying how many of the `batch` images it hit.
@@ -132,7 +105,7 @@ pub struct Classifier {
 impl Classifier {
     /// The bundled ImageNet EfficientNet-Lite0, no files or network needed (cargo feature
     /// `bundled`; without it this is an error).
-    pub fn bundled(device: &Device) -> Result<Self, ModelError> {
+    pub fn bundled(device: &Device) -> Result<Self, Error> {
         Ok(Self::from_pretrained(bundled_pretrained(device)?, device))
     }
 
@@ -159,12 +132,11 @@ impl Classifier {
         Ok(Self::from_pretrained(pre, device))
     }
 
-    /// Weights from an effnet `.bpk` (as written by `effnet import` or `effnet train`).
-    pub fn from_file(path: &Path, device: &Device) -> Result<Self, ModelError> {
-        Ok(Self::from_pretrained(
-            effnet_model::load_native(path, device)?,
-            device,
-        ))
+    /// Weights from an effnet `.bpk` (as written by `effnet import` or `effnet train`), or a
+    /// training run folder (its `best.bpk`).
+    pub fn from_file(path: &Path, device: &Device) -> Result<Self, Error> {
+        let pre = crate::files::load_file(path, None, device)?;
+        Ok(Self::from_pretrained(pre, device))
     }
 
     /// Wraps an already loaded model (int8 weights run on the native engine's int8 executor).
@@ -213,32 +185,32 @@ impl Classifier {
 
     /// Chooses the engine that runs the forward pass (default [`Engine::Auto`]: the native
     /// executor on the CPU). [`Engine::Native`] fails off the CPU or for unsupported models.
-    pub fn with_engine(mut self, engine: Engine) -> Result<Self, ModelError> {
+    pub fn with_engine(mut self, engine: Engine) -> Result<Self, Error> {
         match engine {
             Engine::Burn => self.native = None,
             Engine::Auto | Engine::Native if self.native.is_some() => {}
             Engine::Auto => {}
             Engine::Native if self.device != Device::flex() => {
-                return Err(ModelError::Config(
+                return Err(Error::Usage(
                     "the native engine runs on the cpu device only".into(),
                 ));
             }
             Engine::Native if self.precision.is_half() => {
-                return Err(ModelError::Config(format!(
+                return Err(Error::Usage(format!(
                     "the native engine computes in f32 only; precision {} needs the burn engine \
                      (engine auto or burn)",
                     self.precision
                 )));
             }
             Engine::Native => {
-                let config = |e: effnet_cpu::CpuError| ModelError::Config(e.to_string());
+                let usage = |e: effnet_cpu::CpuError| Error::Usage(format!("the native engine: {e}"));
                 self.native = Some(match &self.int8 {
                     Some(q) => NativeEngine::Int8(Box::new(
-                        effnet_cpu::Int8Executor::new((**q).clone()).map_err(config)?,
+                        effnet_cpu::Int8Executor::new((**q).clone()).map_err(usage)?,
                     )),
                     None => NativeEngine::F32(Box::new(
                         effnet_model::native::executor(&self.model, &self.config)
-                            .map_err(config)?,
+                            .map_err(usage)?,
                     )),
                 });
             }
@@ -249,9 +221,9 @@ impl Classifier {
     /// Computes in `precision` (mixed precision, timm's `--amp`): f32 weights cast per layer,
     /// BatchNorm and the logits in f32. The native CPU executor is f32-only, so a half precision
     /// switches [`Engine::Auto`] to burn; a device without that float type is an error.
-    pub fn with_precision(mut self, precision: ComputePrecision) -> Result<Self, ModelError> {
+    pub fn with_precision(mut self, precision: ComputePrecision) -> Result<Self, Error> {
         if !precision.supported_on(&self.device) {
-            return Err(ModelError::Config(format!(
+            return Err(Error::Usage(format!(
                 "precision {precision} is not supported on this device"
             )));
         }
@@ -319,6 +291,13 @@ impl Classifier {
         &self.labels
     }
 
+    /// The classes' WordNet ids when the model is an ImageNet-1k classifier (its class names are
+    /// ImageNet's, as for the bundled weights, imported 1000-class weights and timm's Hub
+    /// weights); `None` for other class lists.
+    pub fn class_ids(&self) -> Option<Vec<String>> {
+        crate::labels::imagenet_class_ids(&self.labels)
+    }
+
     /// The network, with BatchNorm folded into the convs.
     pub fn model(&self) -> &EfficientNet {
         &self.model
@@ -349,11 +328,37 @@ impl Classifier {
 
     /// Raw logits `[B, classes]` for a batch of images: the native executor on the CPU
     /// (see [`Engine`]), burn's forward otherwise (CPU batches split across threads).
-    pub fn logits(&self, images: &[RgbImage]) -> Tensor<2> {
+    pub fn logits(&self, images: &[RgbImage]) -> Result<Tensor<2>, Error> {
         match &self.native {
             Some(exec) => self.native_logits(exec, images),
-            None => (self.model).forward_inference_with(self.batch_tensor(images), self.precision),
+            None => {
+                Ok((self.model).forward_inference_with(self.batch_tensor(images), self.precision))
+            }
         }
+    }
+
+    /// Width of the embedding ([`embed`](Self::embed)): the features before the classifier.
+    pub fn num_features(&self) -> usize {
+        self.model.classifier.weight.dims()[0]
+    }
+
+    /// Image embeddings: the pooled features the classifier reads (timm's
+    /// `forward_head(forward_features(x), pre_logits=True)`), one row of
+    /// [`num_features`](Self::num_features) values per image, for retrieval, clustering or a
+    /// new head. Computed by burn on the classifier's device, in f32.
+    pub fn embed(&self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, Error> {
+        if images.is_empty() {
+            return Ok(Vec::new());
+        }
+        let features = self.model.forward_features(self.batch_tensor(images));
+        let pooled = self.model.forward_head(features, true);
+        let values = (pooled.into_data().convert::<f32>())
+            .try_into_vec::<f32>()
+            .map_err(|e| Error::Inference(format!("reading embeddings: {e:?}")))?;
+        Ok(values
+            .chunks(self.num_features())
+            .map(<[f32]>::to_vec)
+            .collect())
     }
 
     /// Logits `[B * classes]` of an already preprocessed `[B, 3, size, size]` batch (as an eval
@@ -363,8 +368,8 @@ impl Classifier {
         values: Vec<f32>,
         batch: usize,
         size: usize,
-    ) -> Result<Vec<f32>, ModelError> {
-        let read_err = |e: String| ModelError::Config(format!("computing logits: {e}"));
+    ) -> Result<Vec<f32>, Error> {
+        let read_err = |e: String| Error::Inference(format!("computing logits: {e}"));
         let logits = match &self.native {
             Some(exec) => exec
                 .forward(&values, batch, size)
@@ -386,31 +391,35 @@ impl Classifier {
         Ok(logits)
     }
 
-    fn native_logits(&self, exec: &NativeEngine, images: &[RgbImage]) -> Tensor<2> {
+    fn native_logits(
+        &self,
+        exec: &NativeEngine,
+        images: &[RgbImage],
+    ) -> Result<Tensor<2>, Error> {
         let (b, c) = (images.len(), self.preprocess.crop);
         let classes = exec.num_classes();
         let values = exec
             .forward(&self.batch_values(images), b, c)
-            .unwrap_or_else(|e| panic!("native engine: {e}"));
-        Tensor::from_data(TensorData::new(values, [b, classes]), &self.device)
+            .map_err(|e| Error::Inference(format!("native engine: {e}")))?;
+        Ok(Tensor::from_data(
+            TensorData::new(values, [b, classes]),
+            &self.device,
+        ))
     }
 
-    /// [`predict_batch`](Self::predict_batch) that refuses a forward producing NaN or infinite
-    /// logits (weights or an input out of range) instead of ranking them.
-    pub fn try_predict_batch(
+    /// Top-`k` classes for each image of a batch; a forward producing NaN or infinite logits
+    /// (weights or an input out of range) is an error, not a ranking.
+    pub fn predict_batch(
         &self,
         images: &[RgbImage],
         k: usize,
-    ) -> Result<Vec<Vec<Prediction>>, ModelError> {
+    ) -> Result<Vec<Vec<Prediction>>, Error> {
         if images.is_empty() {
             return Ok(Vec::new());
         }
-        let logits: Vec<f32> = self
-            .logits(images)
-            .into_data()
-            .convert::<f32>()
+        let logits: Vec<f32> = (self.logits(images)?.into_data().convert::<f32>())
             .try_into_vec()
-            .map_err(|e| ModelError::NonFiniteOutput(format!("reading logits: {e:?}")))?;
+            .map_err(|e| Error::Inference(format!("reading logits: {e:?}")))?;
         check_logits(&logits, images.len())?;
         let n = (logits.len() / images.len()).max(1);
         Ok(logits
@@ -419,31 +428,26 @@ impl Classifier {
             .collect())
     }
 
-    /// Top-`k` classes for each image of a batch.
-    pub fn predict_batch(&self, images: &[RgbImage], k: usize) -> Vec<Vec<Prediction>> {
-        if images.is_empty() {
-            return Vec::new();
-        }
-        let probs = softmax(self.logits(images), 1);
-        let n = self.labels.len().max(1);
-        let values: Vec<f32> = probs
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec()
-            .unwrap_or_default();
-        values.chunks(n).map(|row| self.top_k(row, k)).collect()
-    }
-
     /// Top-`k` classes of one image.
-    pub fn predict(&self, image: &RgbImage, k: usize) -> Vec<Prediction> {
-        self.predict_batch(std::slice::from_ref(image), k)
-            .pop()
-            .unwrap_or_default()
+    pub fn predict(&self, image: &RgbImage, k: usize) -> Result<Vec<Prediction>, Error> {
+        let mut all = self.predict_batch(std::slice::from_ref(image), k)?;
+        Ok(all.pop().unwrap_or_default())
     }
 
     /// Top-`k` classes of any decoded image (grayscale, alpha, 16-bit... are converted to RGB).
-    pub fn predict_image(&self, image: &image::DynamicImage, k: usize) -> Vec<Prediction> {
+    pub fn predict_image(
+        &self,
+        image: &image::DynamicImage,
+        k: usize,
+    ) -> Result<Vec<Prediction>, Error> {
         self.predict(&image.to_rgb8(), k)
+    }
+
+    /// Top-`k` classes of an encoded image file's bytes (JPEG, PNG, WebP, BMP; e.g. from an
+    /// upload), decoded under the process's decoding limits.
+    pub fn predict_bytes(&self, bytes: &[u8], k: usize) -> Result<Vec<Prediction>, Error> {
+        let image = effnet_data::decode_rgb(bytes, "<image bytes>")?;
+        self.predict(&image, k)
     }
 
     /// The `k` most probable classes of one image's probabilities, named with this model's

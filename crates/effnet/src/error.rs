@@ -35,6 +35,9 @@ pub enum Error {
     /// The request cannot be served as given (e.g. PyTorch weights without an architecture).
     #[error("{0}")]
     Usage(String),
+    /// The forward pass failed (e.g. the native CPU executor refused an input).
+    #[error("inference failed: {0}")]
+    Inference(String),
     /// Downloading from the Hugging Face Hub failed.
     #[error("{spec}: {reason}")]
     Hub {

@@ -102,12 +102,13 @@ pub fn load(
     // timm's table for the repository's tag (`timm/<arch>.<tag>`) first, then what the
     // repository's config.json says on top.
     let table =
-        crate::source::tag_preprocess(repo_name).or_else(|| crate::source::tag_preprocess(&arch));
-    let mut pre = crate::source::import_as(&files.weights, &config, table, device)?;
+        crate::files::tag_preprocess(repo_name).or_else(|| crate::files::tag_preprocess(&arch));
+    let mut pre = crate::files::import_as(&files.weights, &config, table, device)?;
     pre.preprocess = timm.pretrained_cfg.overrides().apply(pre.preprocess)?;
-    pre.labels = timm
-        .label_names
-        .filter(|l| l.len() == pre.config.num_classes);
+    // timm lists ImageNet's classes by WordNet id: names are what people read.
+    pre.labels = (timm.label_names)
+        .filter(|l| l.len() == pre.config.num_classes)
+        .map(crate::labels::readable_labels);
     pre.source = format!("{spec} ({})", files.weights.display());
     Ok(pre)
 }

@@ -9,7 +9,7 @@
 //! let device = Device::flex(); // or effnet::parse_device("wgpu")?
 //! let classifier = Classifier::bundled(&device)?;
 //! let image = effnet::load_rgb("tests/data/photos/chelsea.png".as_ref())?;
-//! for p in classifier.predict(&image, 5) {
+//! for p in classifier.predict(&image, 5)? {
 //!     println!("{} {:.1}%", p.label, 100.0 * p.prob);
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -17,26 +17,31 @@
 //!
 //! Cargo features (both on by default): `bundled` compiles the 18.8 MB Lite0 weights in
 //! ([`Classifier::bundled`]); `hub` downloads `hf-hub:` weights from the Hugging Face Hub.
-#![warn(missing_docs)]
 
+mod bundled;
 mod classifier;
 mod error;
+mod files;
 pub mod hub;
 pub mod labels;
 pub mod quantize;
 pub mod source;
 
-pub use burn::prelude::Device;
 #[cfg(feature = "bundled")]
-pub use classifier::BUNDLED_WEIGHTS;
-pub use classifier::{Classifier, Engine, Prediction, bundled_pretrained};
+pub use bundled::BUNDLED_WEIGHTS;
+pub use bundled::{BUNDLED_SPEC, bundled_pretrained};
+pub use burn::prelude::Device;
+pub use classifier::{Classifier, Engine, Prediction};
 pub use effnet_data::{DataError, Interpolation, Preprocess, collect_images, load_rgb};
 pub use effnet_model::{
     ComputePrecision, EfficientNet, EfficientNetConfig, FeatureInfo, ModelError,
     PreprocessOverrides, Pretrained, available_devices, parse_device, preset_names,
 };
 pub use error::Error;
-pub use labels::{default_labels, imagenet_labels, read_labels};
+pub use labels::{
+    ClassMatcher, FolderMatch, default_labels, imagenet_class_ids, imagenet_labels,
+    imagenet_synsets, read_class_map, read_labels,
+};
 pub use source::{WeightsSource, load_pretrained};
 
 /// Re-exports of the underlying crates for deeper use (training, custom models).

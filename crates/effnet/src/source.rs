@@ -3,18 +3,15 @@
 //! a Hugging Face Hub repository (`hf-hub:timm/...`, timm's spelling).
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use burn::prelude::*;
-use effnet_data::Preprocess;
-use effnet_model::weights::default_preprocess;
-use effnet_model::{EfficientNetConfig, Pretrained, import_pytorch, load_native, resolve_name};
+use effnet_model::{EfficientNetConfig, Pretrained};
 
 use crate::Error;
-
-/// The spelling that selects the bundled weights.
-pub const BUNDLED_SPEC: &str = "bundled";
+use crate::bundled::{BUNDLED_SPEC, bundled_pretrained};
+pub use crate::files::{import_as, is_native, is_pytorch, load_file, tag_preprocess};
 
 /// Where a model's weights come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,24 +84,6 @@ impl fmt::Display for WeightsSource {
     }
 }
 
-/// Whether a file is an effnet native weights file (by extension; no extension counts as one).
-pub fn is_native(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    ext == "bpk" || ext.is_empty()
-}
-
-/// Whether a file is a PyTorch state dict effnet can import (by extension).
-pub fn is_pytorch(path: &Path) -> bool {
-    let ext = path
-        .extension()
-        .map(|e| e.to_string_lossy().to_ascii_lowercase())
-        .unwrap_or_default();
-    ["pth", "pt", "bin", "safetensors"].contains(&ext.as_str())
-}
-
 /// Loads weights from `source`. `arch` (a preset name, alias or model TOML) is required for
 /// PyTorch files, checked against native files and the bundled model, and overrides the
 /// architecture a Hub repository names.
@@ -115,7 +94,7 @@ pub fn load_pretrained(
 ) -> Result<Pretrained, Error> {
     match source {
         WeightsSource::Bundled => {
-            let pre = crate::classifier::bundled_pretrained(device)?;
+            let pre = bundled_pretrained(device)?;
             if let Some(arch) = arch {
                 let want = EfficientNetConfig::from_name_or_file(arch)?;
                 if !want.same_architecture(&pre.config) {
@@ -133,67 +112,6 @@ pub fn load_pretrained(
             crate::hub::load(repo, revision.as_deref(), arch, &Default::default(), device)
         }
     }
-}
-
-/// A native `.bpk` (checked against `arch`) or a PyTorch file imported as `arch`.
-pub fn load_file(path: &Path, arch: Option<&str>, device: &Device) -> Result<Pretrained, Error> {
-    if is_native(path) {
-        let pre = load_native(path, device)?;
-        if let Some(arch) = arch {
-            let want = EfficientNetConfig::from_name_or_file(arch)?;
-            if !want.same_architecture(&pre.config) {
-                return Err(Error::WrongModel {
-                    weights: path.to_path_buf(),
-                    found: pre.config.name,
-                    wanted: want.name,
-                });
-            }
-        }
-        return Ok(pre);
-    }
-    if !is_pytorch(path) {
-        return Err(Error::Usage(format!(
-            "{}: unknown weights format (expected .bpk, .pth/.pt/.bin or .safetensors)",
-            path.display()
-        )));
-    }
-    let Some(arch) = arch else {
-        return Err(Error::Usage(format!(
-            "{}: PyTorch weights need an architecture (a preset name or model TOML) to be read",
-            path.display()
-        )));
-    };
-    let config = EfficientNetConfig::from_name_or_file(arch)?;
-    import_as(path, &config, tag_preprocess(arch), device)
-}
-
-/// The preprocessing of the pretrained tag `arch` names (`tf_efficientnet_b0.ns_jft_in1k`), or of
-/// timm's default tag of the architecture; `None` for model TOMLs and nets without weights.
-pub fn tag_preprocess(arch: &str) -> Option<Preprocess> {
-    if Path::new(arch).extension().is_some_and(|e| e == "toml") {
-        return None;
-    }
-    let tag = resolve_name(arch).ok()?.tag_or_default()?;
-    Some(tag.preprocess())
-}
-
-/// Imports a PyTorch state dict as `config`, with `preprocess` (else the architecture's default
-/// preprocessing).
-pub fn import_as(
-    path: &Path,
-    config: &EfficientNetConfig,
-    preprocess: Option<Preprocess>,
-    device: &Device,
-) -> Result<Pretrained, Error> {
-    let imported = import_pytorch(path, config, device)?;
-    Ok(Pretrained {
-        preprocess: preprocess.unwrap_or_else(|| default_preprocess(&imported.config)),
-        model: imported.model,
-        config: imported.config,
-        source: format!("imported from {}", path.display()),
-        labels: None,
-        int8: None,
-    })
 }
 
 #[cfg(test)]

@@ -3,13 +3,11 @@
 //! the cache afterwards, and numerically the same model as the file itself.
 #![cfg(feature = "hub")]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
-use common::hub_server::{COMMIT, HubServer, sha256_hex, tiny_repo};
 use effnet::hub::{HubOptions, load};
+use effnet_testutil::hub_server::{COMMIT, HubServer, sha256_hex, tiny_repo};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")

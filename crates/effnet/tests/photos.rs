@@ -66,7 +66,7 @@ fn bundled_lite0_matches_reference_top5_on_photos() {
         .iter()
         .map(|n| load_rgb(&root().join("tests/data/photos").join(n)).unwrap())
         .collect();
-    let preds = classifier.predict_batch(&images, 5);
+    let preds = classifier.predict_batch(&images, 5).unwrap();
     for (name, pred) in names.iter().zip(&preds) {
         let want = reference["top5"][name].as_array().unwrap();
         assert_eq!(
@@ -90,7 +90,7 @@ fn bundled_lite0_matches_reference_top5_on_photos() {
         }
     }
     // The single-image path gives the same answer as the batch path.
-    let one = classifier.predict(&images[0], 3);
+    let one = classifier.predict(&images[0], 3).unwrap();
     assert_eq!(one[0].index, preds[0][0].index);
     assert!((one[0].prob - preds[0][0].prob).abs() < 1e-5);
 }
@@ -100,8 +100,67 @@ fn dynamic_image_api_converts_colour_types() {
     let classifier = Classifier::bundled(&Device::flex()).unwrap();
     let rgb = load_rgb(&root().join("tests/data/photos/coffee.png")).unwrap();
     let rgba = image::DynamicImage::ImageRgb8(rgb.clone()).to_rgba8();
-    let from_rgba = classifier.predict_image(&image::DynamicImage::ImageRgba8(rgba), 1);
-    let from_rgb = classifier.predict(&rgb, 1);
+    let from_rgba = (classifier.predict_image(&image::DynamicImage::ImageRgba8(rgba), 1)).unwrap();
+    let from_rgb = classifier.predict(&rgb, 1).unwrap();
     assert_eq!(from_rgba[0].index, 967, "espresso");
     assert_eq!(from_rgba, from_rgb);
+}
+
+#[test]
+fn bytes_embeddings_and_class_ids() {
+    let classifier = Classifier::bundled(&Device::flex()).unwrap();
+    let path = root().join("tests/data/photos/chelsea.png");
+    let rgb = load_rgb(&path).unwrap();
+    // An encoded file's bytes give what the decoded image gives; junk bytes are an error.
+    let from_bytes = classifier
+        .predict_bytes(&std::fs::read(&path).unwrap(), 3)
+        .unwrap();
+    assert_eq!(from_bytes, classifier.predict(&rgb, 3).unwrap());
+    let junk = classifier.predict_bytes(b"not an image", 3).unwrap_err();
+    assert!(junk.to_string().contains("<image bytes>"), "{junk}");
+    // The embedding is what the classifier reads: its linear layer gives the logits.
+    let images = [
+        rgb.clone(),
+        load_rgb(&root().join("tests/data/photos/coffee.png")).unwrap(),
+    ];
+    let rows = classifier.embed(&images).unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.len() == classifier.num_features()));
+    let fc = &classifier.model().classifier;
+    let w: Vec<f32> = fc
+        .weight
+        .val()
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .unwrap();
+    let b: Vec<f32> = (fc.bias.as_ref().unwrap().val().into_data().convert::<f32>())
+        .try_to_vec::<f32>()
+        .unwrap();
+    let logits: Vec<f32> = (classifier
+        .logits(&images)
+        .unwrap()
+        .into_data()
+        .convert::<f32>())
+    .try_to_vec::<f32>()
+    .unwrap();
+    let classes = b.len();
+    for (n, row) in rows.iter().enumerate() {
+        for j in [282, 967] {
+            let from_embedding: f32 = b[j]
+                + row
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| e * w[i * classes + j])
+                    .sum::<f32>();
+            let want = logits[n * classes + j];
+            assert!(
+                (from_embedding - want).abs() < 1e-3,
+                "{n} {j}: {from_embedding} vs {want}"
+            );
+        }
+    }
+    // ImageNet-1k weights know their classes' WordNet ids.
+    let ids = classifier.class_ids().expect("ImageNet ids");
+    assert_eq!(ids[282], "n02123159");
 }

@@ -23,6 +23,7 @@ fn photos() -> Vec<image::RgbImage> {
 
 fn logits(c: &Classifier, images: &[image::RgbImage]) -> Vec<f32> {
     c.logits(images)
+        .expect("logits")
         .into_data()
         .convert::<f32>()
         .try_to_vec()

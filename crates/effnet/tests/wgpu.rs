@@ -17,12 +17,14 @@ fn bundled_lite0_on_wgpu_matches_cpu() {
     let gpu = Classifier::bundled(&parse_device("wgpu").unwrap()).unwrap();
     let a: Vec<f32> = cpu
         .logits(&images)
+        .unwrap()
         .into_data()
         .convert::<f32>()
         .try_into_vec()
         .unwrap();
     let b: Vec<f32> = gpu
         .logits(&images)
+        .unwrap()
         .into_data()
         .convert::<f32>()
         .try_into_vec()
@@ -72,6 +74,7 @@ fn bundled_lite0_in_f16_on_wgpu_matches_cpu_f32_when_the_adapter_has_shader_f16(
     let half = gpu.with_precision(ComputePrecision::F16).unwrap();
     let values = |c: &Classifier| -> Vec<f32> {
         (c.logits(&images)
+            .unwrap()
             .into_data()
             .convert::<f32>()
             .try_into_vec())

@@ -19,6 +19,16 @@ pub fn effnet(args: &[&str]) -> Output {
         .expect("run effnet")
 }
 
+/// Runs the `effnet` binary with `args` in the repository root and `env` set.
+pub fn effnet_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_effnet"))
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root())
+        .output()
+        .expect("run effnet")
+}
+
 /// Process output as text.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -1,9 +1,14 @@
 //! The executor's compute kernels on channels-last (NHWC) rows. Each is compiled once per
 //! instruction set by [`multiversion`]; the loops run over channels so that they vectorise.
 //!
-//! One folder or file per kind of kernel ([`gemm`], [`conv`], [`depthwise`], [`se`]), one file
-//! per instruction set inside it; this module has what they share: activations, the fast
-//! `exp`/sigmoid, bias + activation epilogues, conv geometry.
+//! One folder or file per kind of kernel ([`gemm`], [`conv`], [`depthwise`], [`se`],
+//! [`norm_act`]), one file per instruction set inside it; this module has what they share:
+//! activations, the fast `exp`/sigmoid, bias + activation epilogues, conv geometry.
+//!
+//! Training (effnet-model's burn ops) runs on burn's channels-first tensors: its kernels are the
+//! `nchw` files beside the inference ones (`conv/nchw.rs`, `depthwise/nchw.rs`, `se/nchw.rs`,
+//! with [`gemm::strided`] under the dense convs) and [`norm_act`], forward and backward side by
+//! side; [`crate::train`] lists them.
 
 use crate::isa::{Isa, fmadd, multiversion};
 
@@ -11,6 +16,7 @@ pub mod conv;
 pub mod depthwise;
 pub mod gemm;
 pub mod int8;
+pub mod norm_act;
 pub mod se;
 #[cfg(test)]
 pub(crate) mod test_util;

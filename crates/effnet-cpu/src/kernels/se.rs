@@ -1,6 +1,8 @@
 //! Squeeze-excitation: the gates from the pooled channel means, and the gate applied to the
 //! projection weights (or to the activations, where smaller).
 
+pub mod nchw;
+
 use crate::isa::{fmadd, multiversion};
 use crate::kernels::{Act, act_one, sigmoid_fast};
 

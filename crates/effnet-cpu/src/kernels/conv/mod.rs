@@ -1,6 +1,8 @@
 //! Dense k×k convolutions (stem, Fused-MBConv) on NHWC images: the direct conv on packed
 //! weights (no im2col, for up to 3×3×64) and im2col for the GEMM.
 
+pub mod nchw;
+
 use std::ops::Range;
 
 use crate::isa::{Isa, multiversion};

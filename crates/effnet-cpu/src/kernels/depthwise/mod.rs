@@ -8,6 +8,7 @@ use crate::kernels::{Act, ConvGeom};
 
 #[cfg(target_arch = "x86_64")]
 mod avx512;
+pub mod nchw;
 mod scalar;
 
 use scalar::{dw_pixel, dw_pixels};

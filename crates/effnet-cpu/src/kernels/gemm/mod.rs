@@ -28,6 +28,7 @@ use crate::kernels::{self, Act, ConvGeom};
 
 mod neon;
 mod scalar;
+pub(crate) mod strided;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;

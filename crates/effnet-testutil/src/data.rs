@@ -1,12 +1,12 @@
-//! Real-image datasets for the learning tests, generated into temp dirs from `tests/data/`.
-#![allow(dead_code)]
+//! Real-image data sets for the learning tests, generated into temporary folders from
+//! `crates/effnet-train/tests/data/` (licences in its README).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use image::{GrayImage, Rgb, RgbImage, imageops};
 
-/// `crates/effnet-train/tests/data` (this module is shared with effnet-cli's tests).
+/// `crates/effnet-train/tests/data`, where the source images and the tiny model live.
 pub fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../effnet-train/tests/data")
 }

@@ -15,13 +15,17 @@ pub const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
 /// One served file: its bytes and the ETag to announce.
 #[derive(Clone)]
 pub struct Served {
+    /// The file's content.
     pub bytes: Vec<u8>,
+    /// Its ETag (the sha256 for LFS files, as the hub sends it).
     pub etag: String,
 }
 
 /// A running server; requests are logged as `"GET /path range"`.
 pub struct HubServer {
+    /// `http://127.0.0.1:PORT`, for `HF_ENDPOINT`.
     pub endpoint: String,
+    /// Requests served so far.
     pub log: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
