@@ -28,8 +28,9 @@ pub struct CalibArgs {
     /// At most this many calibration images, spread evenly over the sorted folder.
     #[arg(long, default_value_t = 200, value_name = "N")]
     pub calib_images: usize,
-    /// How activation ranges are chosen: minmax, mse, percentile (99.999) or percentile:P.
-    #[arg(long, default_value = "percentile:99.999", value_name = "METHOD")]
+    /// How activation ranges are chosen: mse (the clip with the least expected squared error),
+    /// minmax, percentile (99.999) or percentile:P.
+    #[arg(long, default_value = "mse", value_name = "METHOD")]
     pub calib_method: String,
     /// int8 weight scales: per output channel (default) or per tensor.
     #[arg(long, value_enum, default_value_t = WeightScalesArg::Channel)]

@@ -37,7 +37,7 @@ pub struct CalibrationOptions {
 impl Default for CalibrationOptions {
     fn default() -> Self {
         Self {
-            method: RangeMethod::Percentile(99.999),
+            method: RangeMethod::Mse,
             max_images: 200,
             weight_scales: WeightScales::PerChannel,
         }

@@ -27,10 +27,8 @@ fn photos() -> Vec<RgbImage> {
 }
 
 fn top1(c: &Classifier, images: &[RgbImage]) -> Vec<usize> {
-    c.predict_batch(images, 1)
-        .iter()
-        .map(|p| p[0].index)
-        .collect()
+    let preds = c.predict_batch(images, 1).unwrap();
+    preds.iter().map(|p| p[0].index).collect()
 }
 
 #[test]
