@@ -4,8 +4,8 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use burn::prelude::*;
 use anyhow::Context;
+use burn::prelude::*;
 use clap::Args;
 use effnet::{ComputePrecision, EfficientNetConfig};
 

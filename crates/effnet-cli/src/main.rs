@@ -87,4 +87,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -203,14 +203,14 @@ impl Classifier {
                 )));
             }
             Engine::Native => {
-                let usage = |e: effnet_cpu::CpuError| Error::Usage(format!("the native engine: {e}"));
+                let usage =
+                    |e: effnet_cpu::CpuError| Error::Usage(format!("the native engine: {e}"));
                 self.native = Some(match &self.int8 {
                     Some(q) => NativeEngine::Int8(Box::new(
                         effnet_cpu::Int8Executor::new((**q).clone()).map_err(usage)?,
                     )),
                     None => NativeEngine::F32(Box::new(
-                        effnet_model::native::executor(&self.model, &self.config)
-                            .map_err(usage)?,
+                        effnet_model::native::executor(&self.model, &self.config).map_err(usage)?,
                     )),
                 });
             }
@@ -391,11 +391,7 @@ impl Classifier {
         Ok(logits)
     }
 
-    fn native_logits(
-        &self,
-        exec: &NativeEngine,
-        images: &[RgbImage],
-    ) -> Result<Tensor<2>, Error> {
+    fn native_logits(&self, exec: &NativeEngine, images: &[RgbImage]) -> Result<Tensor<2>, Error> {
         let (b, c) = (images.len(), self.preprocess.crop);
         let classes = exec.num_classes();
         let values = exec
