@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
+use anyhow::Context;
 use burn::prelude::*;
 use clap::Args;
 use effnet::{ComputePrecision, EfficientNetConfig};
@@ -90,6 +91,14 @@ pub struct BenchArgs {
     /// forward; with --train: each layer's forward and backward, the optimiser and the EMA).
     #[arg(long)]
     pub profile: bool,
+    /// Time these weights (a .bpk, f32 or int8) on the native engine instead of random ones of
+    /// --model.
+    #[arg(long, value_name = "PATH")]
+    pub weights: Option<String>,
+    /// Time the int8 executor: random weights of --model quantised with activation ranges from
+    /// the benchmark's own inputs (speed does not depend on the values).
+    #[arg(long, conflicts_with = "weights")]
+    pub int8: bool,
 }
 
 /// Runs the benchmark.
@@ -97,20 +106,38 @@ pub fn run(mut a: BenchArgs) -> anyhow::Result<ExitCode> {
     a.train |= a.mode == Mode::Train;
     a.runtime.set_threads()?;
     let device = a.runtime.device()?;
-    let cfg = EfficientNetConfig::from_name_or_file(&a.model)?;
+    let loaded = match &a.weights {
+        Some(w) => Some(
+            effnet::load_pretrained(&w.parse()?, None, &Device::flex())
+                .with_context(|| format!("--weights {w}"))?,
+        ),
+        None => None,
+    };
+    let cfg = match &loaded {
+        Some(pre) => pre.config.clone(),
+        None => EfficientNetConfig::from_name_or_file(&a.model)?,
+    };
     let r = settings(&a, &cfg, &device)?;
     let native = use_native(&a, r.precision)?;
+    if (a.weights.is_some() || a.int8) && (a.train || !native) {
+        anyhow::bail!("--weights and --int8 time inference on the native engine (cpu, f32 input)");
+    }
+    let mut engine = if native { "native" } else { "burn" };
     let (first, mut times, params) = if a.train {
         time_training(&cfg, &r, &device, a.optimizer)?
     } else if native {
-        crate::native_bench::time(&cfg, &r)?
+        let n = crate::native_bench::NativeModel::new(&cfg, &r, loaded, a.int8)?;
+        if n.is_int8() {
+            engine = "native-int8";
+        }
+        n.time(&r)?
     } else {
         time_inference(&cfg, &r, &device)
     };
     times.sort_by(f64::total_cmp);
     let median = times[times.len() / 2];
     let measured = Measured {
-        engine: if native { "native" } else { "burn" },
+        engine,
         median,
         first,
         // timm reports parameters in millions, rounded to 2 decimals.

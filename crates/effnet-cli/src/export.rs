@@ -1,7 +1,8 @@
 //! `effnet export`: weights out of effnet, as ONNX (for ONNX Runtime, TensorRT, OpenVINO), as
-//! TensorFlow Lite (LiteRT on phones and edge devices) — each in f32 or full-integer int8
-//! calibrated on a folder of images — or as a native `.bpk` at a chosen storage precision (f16
-//! halves the file).
+//! TensorFlow Lite (LiteRT on phones and edge devices) or as a native `.bpk` (f16 halves the
+//! file). Any of the three in full-integer int8, calibrated once on a folder of images by
+//! effnet's calibrator: the `.bpk` runs on effnet's int8 CPU executor, the others lower the
+//! same calibrated model.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,8 +36,8 @@ pub enum PrecisionArg {
     /// `--format bpk`: 16-bit conv/linear weights, f32 BatchNorm (half the size; computation
     /// stays f32).
     F16,
-    /// `--format onnx|tflite`: full-integer int8 (weights per output channel, activations per
-    /// tensor), calibrated on the images of `--calib`.
+    /// Full-integer int8 (weights per output channel, activations per tensor), calibrated on
+    /// the images of `--calib`.
     Int8,
 }
 
@@ -86,20 +87,15 @@ pub struct ExportArgs {
     /// ONNX opset (17 to 21).
     #[arg(long, default_value_t = MIN_OPSET)]
     pub opset: i64,
-    /// Precision: f32, f16 (`--format bpk`) or int8 (`--format onnx|tflite`, with `--calib`).
+    /// Precision: f32, f16 (`--format bpk`) or int8 (with `--calib`).
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     pub precision: PrecisionArg,
-    /// Calibration images for `--precision int8`: a folder (walked recursively) or files,
-    /// preprocessed as the model expects; a few hundred typical images are plenty.
-    #[arg(long, value_name = "DIR")]
-    pub calib: Option<PathBuf>,
-    /// At most this many calibration images (the first ones in sorted order).
-    #[arg(long, default_value_t = 200, value_name = "N")]
-    pub calib_images: usize,
-    /// Element type of an int8 model's input.
+    #[command(flatten)]
+    pub calib: crate::calibrate::CalibArgs,
+    /// Element type of an int8 ONNX/TFLite model's input.
     #[arg(long, value_enum, default_value_t = IoTypeArg::F32)]
     pub input_type: IoTypeArg,
-    /// Element type of an int8 model's output.
+    /// Element type of an int8 ONNX/TFLite model's output.
     #[arg(long, value_enum, default_value_t = IoTypeArg::F32)]
     pub output_type: IoTypeArg,
 }
@@ -110,14 +106,21 @@ pub fn run(a: ExportArgs) -> anyhow::Result<ExitCode> {
     check_args(&a)?;
     let weights = a.model.weights_spec();
     let pre = effnet::load_pretrained(&weights.parse()?, a.model.model.as_deref(), &device)?;
-    let int8 = match a.precision {
-        PrecisionArg::Int8 => Some(int8_options(&a, &pre)?),
+    let quant = match a.precision {
+        PrecisionArg::Int8 => Some(crate::calibrate::calibrate(&a.calib, &pre)?),
         _ => None,
     };
-    match a.format {
-        ExportFormat::Onnx => export_onnx(&a, &pre, int8)?,
-        ExportFormat::Tflite => export_tflite(&a, &pre, int8)?,
-        ExportFormat::Bpk => export_bpk(&a, &pre)?,
+    let int8 = |model| Int8Options {
+        model,
+        input: a.input_type.into(),
+        output: a.output_type.into(),
+    };
+    match (a.format, quant) {
+        (ExportFormat::Onnx, q) => export_onnx(&a, &pre, q.map(int8))?,
+        (ExportFormat::Tflite, q) => export_tflite(&a, &pre, q.map(int8))?,
+        (ExportFormat::Bpk, Some(q)) => effnet::quantize::save_int8(&a.output, &q, &pre)
+            .with_context(|| format!("exporting {weights} to an int8 .bpk"))?,
+        (ExportFormat::Bpk, None) => export_bpk(&a, &pre)?,
     }
     let bytes = std::fs::metadata(&a.output).map(|m| m.len()).unwrap_or(0);
     println!(
@@ -136,22 +139,20 @@ fn check_args(a: &ExportArgs) -> anyhow::Result<()> {
     if !graph_format && (a.batch.is_some() || a.dynamic_batch || a.size.is_some()) {
         bail!("--batch-size, --dynamic-batch and --img-size apply to --format onnx|tflite only");
     }
+    let int8_io = a.input_type != IoTypeArg::F32 || a.output_type != IoTypeArg::F32;
     match a.precision {
         PrecisionArg::F16 if graph_format => {
             bail!("--precision f16 applies to --format bpk only (ONNX/TFLite: f32 or int8)")
         }
-        PrecisionArg::Int8 if !graph_format => {
-            bail!("--precision int8 applies to --format onnx|tflite")
-        }
-        PrecisionArg::Int8 if a.calib.is_none() => {
+        PrecisionArg::Int8 if a.calib.calib.is_none() => {
             bail!("--precision int8 needs calibration images: --calib DIR")
         }
-        PrecisionArg::Int8 if a.calib_images == 0 => bail!("--calib-images must be at least 1"),
-        PrecisionArg::Int8 => {}
-        _ if a.calib.is_some() => bail!("--calib applies to --precision int8 only"),
-        _ if a.input_type != IoTypeArg::F32 || a.output_type != IoTypeArg::F32 => {
-            bail!("--input-type/--output-type apply to --precision int8 only")
+        PrecisionArg::Int8 if int8_io && !graph_format => {
+            bail!("--input-type/--output-type apply to --format onnx|tflite only")
         }
+        PrecisionArg::Int8 => {}
+        _ if a.calib.calib.is_some() => bail!("--calib applies to --precision int8 only"),
+        _ if int8_io => bail!("--input-type/--output-type apply to --precision int8 only"),
         _ => {}
     }
     if a.format == ExportFormat::Tflite && a.opset != MIN_OPSET {
@@ -172,49 +173,6 @@ fn labels(pre: &Pretrained) -> Vec<String> {
     pre.labels
         .clone()
         .unwrap_or_else(|| effnet::default_labels(pre.config.num_classes))
-}
-
-/// Calibration with effnet's own calibrator (`effnet_cpu::quant::calib`, the one that makes
-/// int8 `.bpk` files; min/max ranges): the images of `--calib`, preprocessed as the model
-/// expects, through the native engine; the exporters then lower the int8 model as it is.
-fn int8_options(a: &ExportArgs, pre: &Pretrained) -> anyhow::Result<Int8Options> {
-    use effnet_cpu::quant::RangeMethod;
-    use effnet_cpu::quant::calib::Calibrator;
-    let dir = a.calib.as_ref().context("--calib DIR is required")?;
-    let (mut files, errors) = effnet::collect_images(std::slice::from_ref(dir));
-    if let Some(e) = errors.into_iter().next() {
-        bail!("--calib: {e}");
-    }
-    // At most --calib-images, spread over the sorted list (every class folder contributes).
-    let n = files.len();
-    if n > a.calib_images {
-        files = (0..a.calib_images)
-            .map(|i| files[i * n / a.calib_images].clone())
-            .collect();
-    }
-    let folded = pre.model.clone().fold_batchnorm();
-    let plan = effnet_model::native::plan(&folded, &pre.config)
-        .map_err(|e| anyhow::anyhow!("int8 needs the native CPU engine: {e}"))?;
-    let mut cal = Calibrator::new(plan)?;
-    let p = &pre.preprocess;
-    let per = 3 * p.crop * p.crop;
-    for chunk in files.chunks(8) {
-        let mut buf = vec![0f32; per * chunk.len()];
-        for (slot, path) in buf.chunks_mut(per).zip(chunk) {
-            p.apply_into(&effnet::load_rgb(path).context("--calib")?, slot);
-        }
-        cal.observe(&buf, chunk.len(), p.crop, p.crop, effnet_cpu::Layout::Nchw)?;
-    }
-    eprintln!(
-        "calibrated int8 (min/max) on {} images from {}",
-        cal.images(),
-        dir.display()
-    );
-    Ok(Int8Options {
-        model: cal.finish(RangeMethod::MinMax)?,
-        input: a.input_type.into(),
-        output: a.output_type.into(),
-    })
 }
 
 fn export_onnx(a: &ExportArgs, pre: &Pretrained, int8: Option<Int8Options>) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 mod args;
 mod bench;
+mod calibrate;
 mod eval;
 mod export;
 mod import;
@@ -31,7 +32,7 @@ enum Command {
     Infer(infer::InferArgs),
     /// Convert PyTorch (torchvision / timm / lukemelas) weights into effnet's .bpk format.
     Import(import::ImportArgs),
-    /// Export as ONNX or TFLite (f32 or calibrated int8), or as a .bpk at another precision (f16).
+    /// Export as ONNX, TFLite or a .bpk, in f32 or calibrated int8 (a .bpk also in f16).
     Export(export::ExportArgs),
     /// Time inference on random inputs (img/s).
     Bench(bench::BenchArgs),

@@ -3,8 +3,10 @@
 use std::time::Instant;
 
 use burn::prelude::*;
-use effnet::{ComputePrecision, EfficientNetConfig};
-use effnet_cpu::{LayerKind, Layout};
+use effnet::{ComputePrecision, EfficientNetConfig, Pretrained};
+use effnet_cpu::quant::RangeMethod;
+use effnet_cpu::quant::calib::Calibrator;
+use effnet_cpu::{Executor, Int8Executor, LayerKind, Layout, Profile};
 use effnet_model::Block;
 use effnet_model::blocks::{activate, conv_bn};
 
@@ -26,42 +28,124 @@ pub struct Run {
     pub precision: ComputePrecision,
 }
 
-/// Times `Executor::forward` on random weights and inputs: (first-iteration s, timed s).
-pub fn time(cfg: &EfficientNetConfig, a: &Run) -> anyhow::Result<(f64, Vec<f64>, usize)> {
-    let model = cfg.init(&Device::flex());
-    let params = model.num_trainable_params();
-    let model = model.fold_batchnorm();
-    let exec = effnet_model::native::executor(&model, cfg)?;
-    let n = a.batch * 3 * a.size * a.size;
-    let x: Vec<f32> = (0..n)
+/// The native engine being timed: f32 or int8.
+pub enum NativeModel {
+    /// The f32 executor.
+    F32(Box<Executor>, usize),
+    /// The int8 executor.
+    Int8(Box<Int8Executor>, usize),
+}
+
+/// The benchmark's input: deterministic values in [-1, 1).
+fn input(a: &Run) -> Vec<f32> {
+    (0..a.batch * 3 * a.size * a.size)
         .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
-        .collect();
-    let run = || {
-        exec.forward(&x, a.batch, a.size, a.size, Layout::Nchw)
-            .map(|_| ())
-    };
-    if a.profile {
-        let mut split = [0f64; 7];
-        for _ in 0..a.iters {
-            let (_, p) = exec.profile(&x, a.batch, a.size, a.size, Layout::Nchw)?;
-            split.iter_mut().zip(p.seconds).for_each(|(s, t)| *s += t);
+        .collect()
+}
+
+impl NativeModel {
+    /// `loaded` weights (f32 or int8), else random weights of `cfg`; with `int8` random
+    /// weights quantised with ranges observed on the benchmark's input.
+    pub fn new(
+        cfg: &EfficientNetConfig,
+        a: &Run,
+        loaded: Option<Pretrained>,
+        int8: bool,
+    ) -> anyhow::Result<Self> {
+        let pre = match loaded {
+            Some(pre) => pre,
+            None => {
+                let model = cfg.init(&Device::flex());
+                let mut p = effnet_model::Pretrained {
+                    model,
+                    config: cfg.clone(),
+                    preprocess: effnet_model::weights::default_preprocess(cfg),
+                    source: "random".into(),
+                    labels: None,
+                    int8: None,
+                };
+                if int8 {
+                    let folded = p.model.clone().fold_batchnorm();
+                    let plan = effnet_model::native::plan(&folded, cfg)?;
+                    let mut cal = Calibrator::new(plan)?;
+                    cal.observe(&input(a), a.batch, a.size, a.size, Layout::Nchw)?;
+                    p.int8 = Some(Box::new(cal.finish(RangeMethod::MinMax)?));
+                }
+                p
+            }
+        };
+        let params = pre.model.num_trainable_params();
+        Ok(match pre.int8 {
+            Some(q) => NativeModel::Int8(Box::new(Int8Executor::new(*q)?), params),
+            None => {
+                let model = pre.model.fold_batchnorm();
+                NativeModel::F32(
+                    Box::new(effnet_model::native::executor(&model, cfg)?),
+                    params,
+                )
+            }
+        })
+    }
+
+    /// Whether this is the int8 executor.
+    pub fn is_int8(&self) -> bool {
+        matches!(self, NativeModel::Int8(..))
+    }
+
+    fn forward(&self, x: &[f32], a: &Run) -> Result<(), effnet_cpu::CpuError> {
+        let (b, s) = (a.batch, a.size);
+        match self {
+            NativeModel::F32(e, _) => e.forward(x, b, s, s, Layout::Nchw).map(|_| ()),
+            NativeModel::Int8(e, _) => e.forward(x, b, s, s, Layout::Nchw).map(|_| ()),
         }
-        println!("native engine, instruction set {}", exec.isa().name());
-        print_profile(&split.map(|s| s / a.iters as f64));
     }
-    let t0 = Instant::now();
-    run()?;
-    let first = t0.elapsed().as_secs_f64();
-    for _ in 1..a.warmup {
-        run()?;
+
+    fn profile(&self, x: &[f32], a: &Run) -> Result<Profile, effnet_cpu::CpuError> {
+        let (b, s) = (a.batch, a.size);
+        Ok(match self {
+            NativeModel::F32(e, _) => e.profile(x, b, s, s, Layout::Nchw)?.1,
+            NativeModel::Int8(e, _) => e.profile(x, b, s, s, Layout::Nchw)?.1,
+        })
     }
-    let mut times = Vec::with_capacity(a.iters);
-    for _ in 0..a.iters {
-        let t = Instant::now();
-        run()?;
-        times.push(t.elapsed().as_secs_f64());
+
+    /// Times the forward on the benchmark's input: (first-iteration s, timed s, parameters).
+    pub fn time(&self, a: &Run) -> anyhow::Result<(f64, Vec<f64>, usize)> {
+        let x = input(a);
+        if a.profile {
+            let mut split = [0f64; 7];
+            for _ in 0..a.iters {
+                let p = self.profile(&x, a)?;
+                split.iter_mut().zip(p.seconds).for_each(|(s, t)| *s += t);
+            }
+            match self {
+                NativeModel::F32(e, _) => {
+                    println!("native engine, f32, instruction set {}", e.isa().name())
+                }
+                NativeModel::Int8(e, _) => println!(
+                    "native engine, int8, kernel {} (loops {})",
+                    e.kernel().name(),
+                    e.isa().name()
+                ),
+            }
+            print_profile(&split.map(|s| s / a.iters as f64));
+        }
+        let t0 = Instant::now();
+        self.forward(&x, a)?;
+        let first = t0.elapsed().as_secs_f64();
+        for _ in 1..a.warmup {
+            self.forward(&x, a)?;
+        }
+        let mut times = Vec::with_capacity(a.iters);
+        for _ in 0..a.iters {
+            let t = Instant::now();
+            self.forward(&x, a)?;
+            times.push(t.elapsed().as_secs_f64());
+        }
+        let params = match self {
+            NativeModel::F32(_, p) | NativeModel::Int8(_, p) => *p,
+        };
+        Ok((first, times, params))
     }
-    Ok((first, times, params))
 }
 
 /// Prints seconds per layer kind (indexed like `LayerKind::ALL`) with their shares.

@@ -145,6 +145,7 @@ fn relu_same_padded_net_matches_onnxruntime_on_random_input() {
         config: imported.config,
         source: String::new(),
         labels: None,
+        int8: None,
     };
     let shape = [2, 3, 97, 97];
     let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);

@@ -95,6 +95,7 @@ fn check(dir: &Path, ort: &dyn Fn(&str) -> bool) {
             config: config.clone(),
             source: arch.clone(),
             labels: None,
+            int8: None,
         };
         let options = OnnxOptions {
             batch: BatchSize::Fixed(shape[0]),

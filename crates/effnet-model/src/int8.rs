@@ -19,6 +19,7 @@ use effnet_cpu::quant::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::Block;
 use crate::blocks::SqueezeExcite as BurnSe;
 use crate::config::EfficientNetConfig;
 use crate::error::ModelError;
@@ -26,7 +27,6 @@ use crate::model::EfficientNet;
 use crate::weights::{
     META_CONFIG, META_LABELS, META_PRECISION, META_PREPROCESS, META_SOURCE, Preprocess, Pretrained,
 };
-use crate::Block;
 
 /// Metadata key of the int8 layer description (JSON, see [`Header`]).
 pub const META_INT8: &str = "effnet.int8";
@@ -157,7 +157,12 @@ impl Tensors {
 
     fn conv(&mut self, name: &str, c: &QConv) -> LayerHeader {
         let w = c.weight.iter().map(|v| *v as u8).collect();
-        self.push(&format!("{name}.weight"), DType::I8, vec![c.k * c.k * c.cin, c.cout], w);
+        self.push(
+            &format!("{name}.weight"),
+            DType::I8,
+            vec![c.k * c.k * c.cin, c.cout],
+            w,
+        );
         self.scales_bias(name, &c.weight_scale, &c.bias);
         LayerHeader {
             k: c.k,
@@ -174,7 +179,12 @@ impl Tensors {
 
     fn depthwise(&mut self, name: &str, d: &QDepthwise) -> LayerHeader {
         let w = d.weight.iter().map(|v| *v as u8).collect();
-        self.push(&format!("{name}.weight"), DType::I8, vec![d.k * d.k, d.c], w);
+        self.push(
+            &format!("{name}.weight"),
+            DType::I8,
+            vec![d.k * d.k, d.c],
+            w,
+        );
         self.scales_bias(name, &d.weight_scale, &d.bias);
         LayerHeader {
             k: d.k,
@@ -191,7 +201,12 @@ impl Tensors {
 
     fn scales_bias(&mut self, name: &str, scale: &[f32], bias: &[i32]) {
         let s = scale.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.push(&format!("{name}.weight_scale"), DType::F32, vec![scale.len()], s);
+        self.push(
+            &format!("{name}.weight_scale"),
+            DType::F32,
+            vec![scale.len()],
+            s,
+        );
         let b = bias.iter().flat_map(|v| v.to_le_bytes()).collect();
         self.push(&format!("{name}.bias"), DType::I32, vec![bias.len()], b);
     }
@@ -218,8 +233,14 @@ pub fn save_int8(
         .iter()
         .enumerate()
         .map(|(i, b)| BlockHeader {
-            conv: b.conv.as_ref().map(|c| t.conv(&format!("blocks.{i}.conv"), c)),
-            dw: b.dw.as_ref().map(|d| t.depthwise(&format!("blocks.{i}.dw"), d)),
+            conv: b
+                .conv
+                .as_ref()
+                .map(|c| t.conv(&format!("blocks.{i}.conv"), c)),
+            dw: b
+                .dw
+                .as_ref()
+                .map(|d| t.depthwise(&format!("blocks.{i}.dw"), d)),
             se: b.se.as_ref().map(|s| SeHeader {
                 pool: qp(s.pool),
                 reduce: t.conv(&format!("blocks.{i}.se.reduce"), &s.reduce),
@@ -227,7 +248,10 @@ pub fn save_int8(
                 gate: qp(s.gate),
                 output: qp(s.output),
             }),
-            project: b.project.as_ref().map(|p| t.conv(&format!("blocks.{i}.project"), p)),
+            project: b
+                .project
+                .as_ref()
+                .map(|p| t.conv(&format!("blocks.{i}.project"), p)),
             skip: b.skip,
             output: qp(b.output),
         })
@@ -287,7 +311,11 @@ impl Reading<'_> {
     }
 
     fn i8s(&self, name: &str, len: usize) -> Result<Vec<i8>, String> {
-        Ok(self.bytes(name, len, 1)?.into_iter().map(|b| b as i8).collect())
+        Ok(self
+            .bytes(name, len, 1)?
+            .into_iter()
+            .map(|b| b as i8)
+            .collect())
     }
 
     fn f32s(&self, name: &str, len: usize) -> Result<Vec<f32>, String> {
@@ -306,7 +334,9 @@ impl Reading<'_> {
 
     fn conv(&self, name: &str, h: &LayerHeader) -> Result<QConv, String> {
         let n = h.k.checked_mul(h.k).and_then(|v| v.checked_mul(h.cin));
-        let n = n.and_then(|v| v.checked_mul(h.cout)).ok_or("layer too large")?;
+        let n = n
+            .and_then(|v| v.checked_mul(h.cout))
+            .ok_or("layer too large")?;
         Ok(QConv {
             k: h.k,
             stride: h.stride,
@@ -362,10 +392,22 @@ impl Reading<'_> {
                 None => None,
             };
             blocks.push(QBlock {
-                conv: b.conv.as_ref().map(|c| self.conv(&p("conv"), c)).transpose()?,
-                dw: b.dw.as_ref().map(|d| self.depthwise(&p("dw"), d)).transpose()?,
+                conv: b
+                    .conv
+                    .as_ref()
+                    .map(|c| self.conv(&p("conv"), c))
+                    .transpose()?,
+                dw: b
+                    .dw
+                    .as_ref()
+                    .map(|d| self.depthwise(&p("dw"), d))
+                    .transpose()?,
                 se,
-                project: b.project.as_ref().map(|c| self.conv(&p("project"), c)).transpose()?,
+                project: b
+                    .project
+                    .as_ref()
+                    .map(|c| self.conv(&p("project"), c))
+                    .transpose()?,
                 skip: b.skip,
                 output: unqp(b.output),
             });
@@ -418,7 +460,14 @@ pub(crate) fn dequantized_model(
         let missing = || format!("int8 block {i} does not match the model's block");
         let need = |c: &Option<Conv>| c.as_ref().ok_or_else(missing).cloned();
         let need_dw = |d: &Option<Depthwise>| d.as_ref().ok_or_else(missing).cloned();
+        let unsupported = || format!("int8 block {i}: a layer the native engine does not run");
         match b {
+            Block::EdgeResidual(b) if b.se.is_some() => return Err(unsupported()),
+            Block::DepthwiseSeparable(b) if b.conv_s2d.is_some() => return Err(unsupported()),
+            Block::InvertedResidual(b) if b.aa.is_some() || b.gc.is_some() => {
+                return Err(unsupported());
+            }
+            Block::CondConvResidual(_) | Block::NormActBlock(_) => return Err(unsupported()),
             Block::ConvBnAct(b) => set_conv(&mut b.conv, &need(&p.conv)?, device)?,
             Block::EdgeResidual(b) => {
                 set_conv(&mut b.conv_exp, &need(&p.conv)?, device)?;
@@ -445,7 +494,11 @@ pub(crate) fn dequantized_model(
         return Err("int8 classifier does not match the model's".into());
     }
     fc.weight = Param::from_tensor(tensor(plan.fc_weight.clone(), [features, classes], device));
-    fc.bias = Some(Param::from_tensor(tensor(plan.fc_bias.clone(), [classes], device)));
+    fc.bias = Some(Param::from_tensor(tensor(
+        plan.fc_bias.clone(),
+        [classes],
+        device,
+    )));
     Ok(model)
 }
 
@@ -457,7 +510,10 @@ fn tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Te
 fn set_conv(conv: &mut Conv2d, c: &Conv, device: &Device) -> Result<(), String> {
     let dims = conv.weight.dims();
     if dims != [c.cout, c.cin, c.k, c.k] {
-        return Err(format!("int8 conv {:?} does not match the model's {dims:?}", [c.cout, c.cin, c.k, c.k]));
+        return Err(format!(
+            "int8 conv {:?} does not match the model's {dims:?}",
+            [c.cout, c.cin, c.k, c.k]
+        ));
     }
     let (k, cin, cout) = (c.k, c.cin, c.cout);
     let mut oihw = vec![0f32; c.weight.len()];
@@ -477,7 +533,10 @@ fn set_conv(conv: &mut Conv2d, c: &Conv, device: &Device) -> Result<(), String> 
 fn set_dw(conv: &mut Conv2d, d: &Depthwise, device: &Device) -> Result<(), String> {
     let dims = conv.weight.dims();
     if dims != [d.c, 1, d.k, d.k] {
-        return Err(format!("int8 depthwise over {} channels does not match the model's {dims:?}", d.c));
+        return Err(format!(
+            "int8 depthwise over {} channels does not match the model's {dims:?}",
+            d.c
+        ));
     }
     let kk = d.k * d.k;
     let mut w = vec![0f32; d.weight.len()];
@@ -492,7 +551,11 @@ fn set_dw(conv: &mut Conv2d, d: &Depthwise, device: &Device) -> Result<(), Strin
 }
 
 /// Sets a burn squeeze-excitation from the plan's transposed products.
-fn set_se(se: &mut Option<BurnSe>, p: Option<&SqueezeExcite>, device: &Device) -> Result<(), String> {
+fn set_se(
+    se: &mut Option<BurnSe>,
+    p: Option<&SqueezeExcite>,
+    device: &Device,
+) -> Result<(), String> {
     let (Some(se), Some(p)) = (se.as_mut(), p) else {
         return if se.is_none() && p.is_none() {
             Ok(())

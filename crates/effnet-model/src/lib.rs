@@ -22,6 +22,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod fixtures;
+pub mod int8;
 pub mod model;
 pub mod native;
 pub mod ops;

@@ -361,11 +361,11 @@ pub fn timm_state_dict_shapes(model: &EfficientNet) -> Vec<(String, Vec<usize>)>
 }
 
 /// Metadata keys of effnet's native files.
-const META_CONFIG: &str = "effnet.model";
-const META_PREPROCESS: &str = "effnet.preprocess";
-const META_SOURCE: &str = "effnet.source";
-const META_LABELS: &str = "effnet.labels";
-const META_PRECISION: &str = "effnet.precision";
+pub(crate) const META_CONFIG: &str = "effnet.model";
+pub(crate) const META_PREPROCESS: &str = "effnet.preprocess";
+pub(crate) const META_SOURCE: &str = "effnet.source";
+pub(crate) const META_LABELS: &str = "effnet.labels";
+pub(crate) const META_PRECISION: &str = "effnet.precision";
 
 /// Storage precision of a native weights file. Computation is always f32: half-precision
 /// weights are widened when loaded.
@@ -392,6 +392,9 @@ pub struct Pretrained {
     pub source: String,
     /// Class names, when the file carries them (models trained by effnet do).
     pub labels: Option<Vec<String>>,
+    /// The int8 model of an int8 `.bpk` (see [`crate::int8`]); `model` then holds its weights
+    /// dequantised. `None` for f32/f16 weights.
+    pub int8: Option<Box<effnet_cpu::quant::QuantModel>>,
 }
 
 impl std::fmt::Debug for Pretrained {
@@ -554,6 +557,11 @@ pub fn load_native_bytes(
         ),
         None => None,
     };
+    if meta.get(META_PRECISION).map(String::as_str) == Some(crate::int8::INT8) {
+        let q = crate::int8::read_quant_model(&reader).map_err(read_err)?;
+        return crate::int8::pretrained(q, config, preprocess, source, labels, device)
+            .map_err(read_err);
+    }
     let mut model = config.init(device);
     // Half-precision files (`StoragePrecision::F16`) are widened to f32; f32 tensors pass unchanged.
     let mut store =
@@ -569,6 +577,7 @@ pub fn load_native_bytes(
         preprocess,
         source,
         labels,
+        int8: None,
     })
 }
 

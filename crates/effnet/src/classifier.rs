@@ -60,6 +60,34 @@ pub struct Prediction {
     pub prob: f32,
 }
 
+/// effnet's own CPU executor: f32, or int8 for int8 weights.
+enum NativeEngine {
+    F32(Box<effnet_cpu::Executor>),
+    Int8(Box<effnet_cpu::Int8Executor>),
+}
+
+impl NativeEngine {
+    fn forward(
+        &self,
+        x: &[f32],
+        batch: usize,
+        size: usize,
+    ) -> Result<Vec<f32>, effnet_cpu::CpuError> {
+        let nchw = effnet_cpu::Layout::Nchw;
+        match self {
+            NativeEngine::F32(e) => e.forward(x, batch, size, size, nchw),
+            NativeEngine::Int8(e) => e.forward(x, batch, size, size, nchw),
+        }
+    }
+
+    fn num_classes(&self) -> usize {
+        match self {
+            NativeEngine::F32(e) => e.num_classes(),
+            NativeEngine::Int8(e) => e.num_classes(),
+        }
+    }
+}
+
 /// A model with the preprocessing it was trained with and its class names.
 pub struct Classifier {
     model: EfficientNet,
@@ -67,7 +95,10 @@ pub struct Classifier {
     preprocess: Preprocess,
     labels: Vec<String>,
     device: Device,
-    native: Option<effnet_cpu::Executor>,
+    native: Option<NativeEngine>,
+    /// The int8 model of int8 weights (run by the native engine; `model` holds its weights
+    /// dequantised for burn).
+    int8: Option<Box<effnet_cpu::quant::QuantModel>>,
     precision: ComputePrecision,
 }
 
@@ -108,13 +139,21 @@ impl Classifier {
         Ok(Self::from_pretrained(pre, device))
     }
 
-    /// Wraps an already loaded model.
+    /// Wraps an already loaded model (int8 weights run on the native engine's int8 executor).
     pub fn from_pretrained(pre: Pretrained, device: &Device) -> Self {
         let labels = pre
             .labels
             .filter(|l| l.len() == pre.config.num_classes)
             .unwrap_or_else(|| default_labels(pre.config.num_classes));
-        Self::new(pre.model, pre.config, pre.preprocess, labels, device)
+        let mut c = Self::new(pre.model, pre.config, pre.preprocess, labels, device);
+        if let Some(q) = pre.int8 {
+            c.native = (c.device == Device::flex())
+                .then(|| effnet_cpu::Int8Executor::new((*q).clone()).ok())
+                .flatten()
+                .map(|e| NativeEngine::Int8(Box::new(e)));
+            c.int8 = Some(q);
+        }
+        c
     }
 
     /// Assembles a classifier from parts (e.g. a freshly trained model). BatchNorm is folded into
@@ -130,7 +169,8 @@ impl Classifier {
         // The native CPU executor when it supports the model; burn otherwise.
         let native = (*device == Device::flex())
             .then(|| effnet_model::native::executor(&model, &config).ok())
-            .flatten();
+            .flatten()
+            .map(|e| NativeEngine::F32(Box::new(e)));
         Self {
             model,
             config,
@@ -138,6 +178,7 @@ impl Classifier {
             labels,
             device: device.clone(),
             native,
+            int8: None,
             precision: ComputePrecision::F32,
         }
     }
@@ -162,9 +203,16 @@ impl Classifier {
                 )));
             }
             Engine::Native => {
-                let exec = effnet_model::native::executor(&self.model, &self.config)
-                    .map_err(|e| Error::Usage(format!("the native engine: {e}")))?;
-                self.native = Some(exec);
+                let usage =
+                    |e: effnet_cpu::CpuError| Error::Usage(format!("the native engine: {e}"));
+                self.native = Some(match &self.int8 {
+                    Some(q) => NativeEngine::Int8(Box::new(
+                        effnet_cpu::Int8Executor::new((**q).clone()).map_err(usage)?,
+                    )),
+                    None => NativeEngine::F32(Box::new(
+                        effnet_model::native::executor(&self.model, &self.config).map_err(usage)?,
+                    )),
+                });
             }
         }
         Ok(self)
@@ -189,6 +237,22 @@ impl Classifier {
     /// The compute precision of the forward pass.
     pub fn precision(&self) -> ComputePrecision {
         self.precision
+    }
+
+    /// The int8 model, for int8 weights (the native engine runs it; burn runs its weights
+    /// dequantised).
+    pub fn int8(&self) -> Option<&effnet_cpu::quant::QuantModel> {
+        self.int8.as_deref()
+    }
+
+    /// What computes the forward pass, for reports: `native f32 (avx512)`,
+    /// `native int8 (avx512-vnni)` or `burn`.
+    pub fn engine_name(&self) -> String {
+        match &self.native {
+            Some(NativeEngine::F32(e)) => format!("native f32 ({})", e.isa().name()),
+            Some(NativeEngine::Int8(e)) => format!("native int8 ({})", e.kernel().name()),
+            None => "burn".into(),
+        }
     }
 
     /// The engine in use: [`Engine::Native`] or [`Engine::Burn`].
@@ -308,7 +372,7 @@ impl Classifier {
         let read_err = |e: String| Error::Inference(format!("computing logits: {e}"));
         let logits = match &self.native {
             Some(exec) => exec
-                .forward(&values, batch, size, size, effnet_cpu::Layout::Nchw)
+                .forward(&values, batch, size)
                 .map_err(|e| read_err(e.to_string())),
             None => {
                 let x = Tensor::from_data(
@@ -327,21 +391,11 @@ impl Classifier {
         Ok(logits)
     }
 
-    fn native_logits(
-        &self,
-        exec: &effnet_cpu::Executor,
-        images: &[RgbImage],
-    ) -> Result<Tensor<2>, Error> {
+    fn native_logits(&self, exec: &NativeEngine, images: &[RgbImage]) -> Result<Tensor<2>, Error> {
         let (b, c) = (images.len(), self.preprocess.crop);
         let classes = exec.num_classes();
         let values = exec
-            .forward(
-                &self.batch_values(images),
-                b,
-                c,
-                c,
-                effnet_cpu::Layout::Nchw,
-            )
+            .forward(&self.batch_values(images), b, c)
             .map_err(|e| Error::Inference(format!("native engine: {e}")))?;
         Ok(Tensor::from_data(
             TensorData::new(values, [b, classes]),

@@ -93,6 +93,7 @@ pub fn import_as(
         config: imported.config,
         source: format!("imported from {}", path.display()),
         labels: None,
+        int8: None,
     })
 }
 

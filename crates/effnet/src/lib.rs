@@ -24,6 +24,7 @@ mod error;
 mod files;
 pub mod hub;
 pub mod labels;
+pub mod quantize;
 pub mod source;
 
 #[cfg(feature = "bundled")]

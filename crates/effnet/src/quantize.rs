@@ -37,7 +37,7 @@ pub struct CalibrationOptions {
 impl Default for CalibrationOptions {
     fn default() -> Self {
         Self {
-            method: RangeMethod::Percentile(99.999),
+            method: RangeMethod::Mse,
             max_images: 200,
             weight_scales: WeightScales::PerChannel,
         }
@@ -63,7 +63,9 @@ impl Quantizer {
         let folded = pre.model.clone().fold_batchnorm();
         let plan = effnet_model::native::plan(&folded, &pre.config)
             .map_err(|e| usage(format!("int8 needs the native CPU engine: {e}")))?;
-        let cal = Calibrator::new(plan).map_err(usage)?.weight_scales(weight_scales);
+        let cal = Calibrator::new(plan)
+            .map_err(usage)?
+            .weight_scales(weight_scales);
         Ok(Self {
             preprocess: pre.preprocess.clone(),
             cal,
@@ -129,7 +131,10 @@ pub fn calibration_files(dir: &Path, max: usize) -> Result<Vec<PathBuf>, Error> 
     let (mut files, _) = collect_images(&[dir.to_path_buf()]);
     files.sort();
     if files.is_empty() {
-        return Err(usage(format!("{}: no images to calibrate on", dir.display())));
+        return Err(usage(format!(
+            "{}: no images to calibrate on",
+            dir.display()
+        )));
     }
     let max = max.max(1);
     if files.len() > max {

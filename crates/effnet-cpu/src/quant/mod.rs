@@ -256,19 +256,17 @@ impl std::fmt::Display for RangeMethod {
 }
 
 impl std::str::FromStr for RangeMethod {
-    type Err = CpuError;
+    type Err = String;
 
-    /// `minmax`, `mse`, `percentile` (99.99) or `percentile:P`.
-    fn from_str(s: &str) -> Result<Self, CpuError> {
+    /// `minmax`, `mse`, `percentile` (99.999) or `percentile:P` (50 < P <= 100).
+    fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
-            CpuError::Unsupported(format!(
-                "calibration method '{s}' (expected minmax, mse, percentile or percentile:P)"
-            ))
+            format!("unknown calibration method '{s}' (minmax, mse, percentile or percentile:P)")
         };
         match s.trim().to_ascii_lowercase().as_str() {
             "minmax" | "min-max" => Ok(Self::MinMax),
             "mse" => Ok(Self::Mse),
-            "percentile" => Ok(Self::Percentile(99.99)),
+            "percentile" => Ok(Self::Percentile(99.999)),
             other => {
                 let p: f32 = other
                     .strip_prefix("percentile:")

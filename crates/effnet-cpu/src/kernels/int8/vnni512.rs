@@ -108,8 +108,9 @@ unsafe fn tile<const R: usize, const W: usize>(job: &Job<'_>, i: usize, p: usize
                             let x = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(x));
                             y = _mm512_fmadd_ps(x, _mm512_set1_ps(res.mul), y);
                         }
+                        // Unsigned saturation does the clamp to 255.
                         let q = _mm512_cvtps_epi32(finish(y, req.out));
-                        _mm512_mask_cvtepi32_storeu_epi8(dst.add(row + 16 * v).cast(), masks[v], q);
+                        _mm512_mask_cvtusepi32_storeu_epi8(dst.add(row + 16 * v).cast(), masks[v], q);
                     }
                 }
             }
@@ -150,13 +151,20 @@ unsafe fn accumulate<const R: usize, const W: usize>(
     }
 }
 
-/// The activation and clamp of the epilogue (`y` from the multiply-add), ready for rounding.
+/// The activation and clamp of the epilogue (`y` from the multiply-add), ready for rounding:
+/// at least `lo` (0 or more), at most `hi` where that is below 255 (above, the stores'
+/// unsigned saturation clamps).
 #[inline]
 #[target_feature(enable = "avx512f,avx2,fma")]
 fn finish(y: __m512, out: OutKind) -> __m512 {
     match out {
         OutKind::Clamp { lo, hi } => {
-            _mm512_min_ps(_mm512_max_ps(y, _mm512_set1_ps(lo)), _mm512_set1_ps(hi))
+            let y = _mm512_max_ps(y, _mm512_set1_ps(lo));
+            if hi < 255.0 {
+                _mm512_min_ps(y, _mm512_set1_ps(hi))
+            } else {
+                y
+            }
         }
         OutKind::Silu {
             inv_scale,
@@ -170,7 +178,7 @@ fn finish(y: __m512, out: OutKind) -> __m512 {
             let r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)));
             let s = _mm512_mul_ps(y, r);
             let q = _mm512_fmadd_ps(s, _mm512_set1_ps(inv_scale), _mm512_set1_ps(zero_point));
-            _mm512_min_ps(_mm512_max_ps(q, _mm512_setzero_ps()), _mm512_set1_ps(255.0))
+            _mm512_max_ps(q, _mm512_setzero_ps())
         }
     }
 }
@@ -501,6 +509,7 @@ unsafe fn dw_store(
             for b in 0..4 {
                 let y = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[b]), mul[b], add[b]);
                 let q = _mm512_cvtps_epi32(finish(y, a.out));
+                let q = _mm512_min_epi32(q, _mm512_set1_epi32(255));
                 total[b] = _mm512_add_epi32(total[b], q);
                 bytes =
                     _mm512_or_si512(bytes, _mm512_sllv_epi32(q, _mm512_set1_epi32(8 * b as i32)));
