@@ -15,7 +15,8 @@
 #   4. steady-state `effnet bench` (V2-S): training b64 r224 bf16 and f32; the training step
 #      split per layer kind on the card (`bench --train --profile`: stem, Fused-MBConv, 1x1
 #      convs, depthwise, SE, BN + activation, head, optimiser step, EMA), when the binary has it;
-#      training b128 r128 and b128 r224 bf16; inference b128 r384 f32 and bf16; `--device wgpu`
+#      training b128 r128 and b128 r224 bf16; inference b128 r384 f32 and bf16; training f32
+#      with burn's plain autodiff (EFFNET_PLAIN_OPS=1) beside effnet's ops; `--device wgpu`
 #      inference (the card's Vulkan driver) when the binary has wgpu;
 #   5. the same cases in PyTorch (scripts/gpu_bench_torch.py: fp32, tf32, bf16 autocast +
 #      channels_last, cuDNN benchmark on); TORCH_RESERVE seconds are kept for it;
@@ -577,7 +578,7 @@ if [ "$HAS_TRAIN" = 1 ]; then
     run_step "$prof" 150 "$TORCH_RESERVE" "$BIN" "${prof_args[@]}"
     if [ "$STEP_RC" = 0 ] && grep -q '^|' "$WORK/$prof.out"; then
       record kind=profile step="$prof" batch="$TRAIN_BATCH" size="$TRAIN_SIZE" precision="$HALF" \
-        text="$(grep -E '^(\||#|whole step)' "$WORK/$prof.out")"
+        text="$(sed -n '/whole step/,$p' "$WORK/$prof.out" | grep -v '^$')"
     else
       note "$prof: no per-layer split (rc $STEP_RC; binaries without \`bench --train --profile\` print none)"
     fi
@@ -591,6 +592,12 @@ else
 fi
 bench_case infer-f32 200 infer f32 "$INFER_BATCH" "$INFER_SIZE"
 bench_case infer-"$HALF" 150 infer "$HALF" "$INFER_BATCH" "$INFER_SIZE"
+# In f32 the blocks run effnet's training ops (effnet_model::ops: on CubeCL one autodiff node per
+# op, handwritten backward over burn's composition); EFFNET_PLAIN_OPS=1 gives burn's own autodiff
+# (what half precision always runs). Beside train-f32: does the ops' Cube path help on the card?
+if [ "$HAS_TRAIN" = 1 ]; then
+  bench_case train-f32-plain-ops 120 train-plain-ops f32 "$TRAIN_BATCH" "$TRAIN_SIZE" EFFNET_PLAIN_OPS=1
+fi
 
 # wgpu on the same card (Vulkan), when compiled in.
 if [ "$WGPU" = 1 ] && [ "$DEVICE" != wgpu ]; then
