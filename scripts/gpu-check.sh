@@ -117,8 +117,6 @@ case $DRY_RUN in
     fi
     DEVICE=${DEVICE:-$DRY_RUN}; TORCH_DEVICE=${TORCH_DEVICE:-cpu}; WGPU=${WGPU:-0}
     ITERS=${ITERS:-2}; WARMUP=${WARMUP:-1}; TORCH_RESERVE=${TORCH_RESERVE:-60}
-    # PyTorch on the CPU: one inference and one training case are enough to check the plumbing.
-    TORCH_CASES=${TORCH_CASES:-infer-fp32@2x32,train-fp32@2x32}
     OUT=${OUT:-$REPO/target/gpu-check-dryrun-$DRY_RUN}   # not under target-gpu, which travels
     if [ "$DRY_RUN" = cpu ]; then
       INFER_BATCH=${INFER_BATCH:-2}; INFER_SIZE=${INFER_SIZE:-64}; TRAIN_BATCH=${TRAIN_BATCH:-2}
@@ -616,7 +614,10 @@ if [ "$WGPU" = 1 ] && [ "$DEVICE" != wgpu ]; then
 fi
 
 # ---------------------------------------------------------------- 4. PyTorch
-if [ -z "${TORCH_CASES:-}" ]; then
+if [ -z "${TORCH_CASES:-}" ] && [ -n "$DRY_RUN" ]; then
+  # PyTorch on the CPU: one inference and one training case check the plumbing.
+  TORCH_CASES="infer-fp32@${INFER_BATCH}x$INFER_SIZE,train-fp32@${TRAIN_BATCH}x$TRAIN_SIZE"
+elif [ -z "${TORCH_CASES:-}" ]; then
   TORCH_CASES="infer-fp32@${INFER_BATCH}x$INFER_SIZE,infer-tf32@${INFER_BATCH}x$INFER_SIZE"
   TORCH_CASES="$TORCH_CASES,infer-bf16@${INFER_BATCH}x$INFER_SIZE,train-fp32@${TRAIN_BATCH}x$TRAIN_SIZE"
   TORCH_CASES="$TORCH_CASES,train-tf32@${TRAIN_BATCH}x$TRAIN_SIZE,train-bf16@${TRAIN_BATCH}x$TRAIN_SIZE"
