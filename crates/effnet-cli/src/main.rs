@@ -86,4 +86,3 @@ fn main() -> ExitCode {
         }
     }
 }
-

@@ -52,7 +52,7 @@ pub use presets::{
     resolve_name, wildcard_match,
 };
 pub use weights::{
-    Imported, Interpolation, KeyLayout, Preprocess, StoragePrecision, Pretrained, check_finite,
+    Imported, Interpolation, KeyLayout, Preprocess, Pretrained, StoragePrecision, check_finite,
     check_model_finite, import_pytorch, import_state_dict, load_native, load_native_bytes,
     save_native, save_native_as, save_native_labeled, timm_state_dict_shapes,
 };

@@ -271,16 +271,26 @@ fn names_users_know_are_aliases() {
 fn pretrained_tags_carry_timms_evaluation_preprocessing() {
     use effnet_model::{Interpolation, default_tag, resolve_name};
     // Test size and crop where the tag has them (timm validate.py's default).
-    let tag = resolve_name("tf_efficientnetv2_s.in21k_ft_in1k").unwrap().tag.unwrap();
+    let tag = resolve_name("tf_efficientnetv2_s.in21k_ft_in1k")
+        .unwrap()
+        .tag
+        .unwrap();
     let p = tag.preprocess();
     assert_eq!((p.crop, p.resize), (384, 384));
     assert_eq!((p.mean, p.std), ([0.5; 3], [0.5; 3]));
     let b1 = default_tag("efficientnet_b1").unwrap();
     assert_eq!(b1.tag, "ra4_e3600_r240_in1k");
     let p = b1.preprocess();
-    assert_eq!((p.crop, p.resize, p.interpolation), (288, 288, Interpolation::Bicubic));
+    assert_eq!(
+        (p.crop, p.resize, p.interpolation),
+        (288, 288, Interpolation::Bicubic)
+    );
     // Input size and crop_pct otherwise: 224 / 0.875 = 256.
-    let p = resolve_name("efficientnet_b0.ra_in1k").unwrap().tag.unwrap().preprocess();
+    let p = resolve_name("efficientnet_b0.ra_in1k")
+        .unwrap()
+        .tag
+        .unwrap()
+        .preprocess();
     assert_eq!((p.crop, p.resize), (224, 256));
     assert_eq!(p.mean, [0.485, 0.456, 0.406]);
     // Every tag names a preset, and every preset with a default tag has its weights listed.
