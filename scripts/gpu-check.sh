@@ -15,7 +15,8 @@
 #   4. steady-state `effnet bench` (V2-S): training b64 r224 bf16 and f32; the training step
 #      split per layer kind on the card (`bench --train --profile`: stem, Fused-MBConv, 1x1
 #      convs, depthwise, SE, BN + activation, head, optimiser step, EMA), when the binary has it;
-#      training b128 r128 and b128 r224 bf16; inference b128 r384 f32 and bf16; `--device wgpu`
+#      training b128 r128 and b128 r224 bf16; inference b128 r384 f32 and bf16; training f32
+#      with burn's plain autodiff (EFFNET_PLAIN_OPS=1) beside effnet's ops; `--device wgpu`
 #      inference (the card's Vulkan driver) when the binary has wgpu;
 #   5. the same cases in PyTorch (scripts/gpu_bench_torch.py: fp32, tf32, bf16 autocast +
 #      channels_last, cuDNN benchmark on); TORCH_RESERVE seconds are kept for it;
@@ -116,8 +117,6 @@ case $DRY_RUN in
     fi
     DEVICE=${DEVICE:-$DRY_RUN}; TORCH_DEVICE=${TORCH_DEVICE:-cpu}; WGPU=${WGPU:-0}
     ITERS=${ITERS:-2}; WARMUP=${WARMUP:-1}; TORCH_RESERVE=${TORCH_RESERVE:-60}
-    # PyTorch on the CPU: one inference and one training case are enough to check the plumbing.
-    TORCH_CASES=${TORCH_CASES:-infer-fp32@2x32,train-fp32@2x32}
     OUT=${OUT:-$REPO/target/gpu-check-dryrun-$DRY_RUN}   # not under target-gpu, which travels
     if [ "$DRY_RUN" = cpu ]; then
       INFER_BATCH=${INFER_BATCH:-2}; INFER_SIZE=${INFER_SIZE:-64}; TRAIN_BATCH=${TRAIN_BATCH:-2}
@@ -577,7 +576,7 @@ if [ "$HAS_TRAIN" = 1 ]; then
     run_step "$prof" 150 "$TORCH_RESERVE" "$BIN" "${prof_args[@]}"
     if [ "$STEP_RC" = 0 ] && grep -q '^|' "$WORK/$prof.out"; then
       record kind=profile step="$prof" batch="$TRAIN_BATCH" size="$TRAIN_SIZE" precision="$HALF" \
-        text="$(grep -E '^(\||#|whole step)' "$WORK/$prof.out")"
+        text="$(sed -n '/whole step/,$p' "$WORK/$prof.out" | grep -v '^$')"
     else
       note "$prof: no per-layer split (rc $STEP_RC; binaries without \`bench --train --profile\` print none)"
     fi
@@ -591,6 +590,12 @@ else
 fi
 bench_case infer-f32 200 infer f32 "$INFER_BATCH" "$INFER_SIZE"
 bench_case infer-"$HALF" 150 infer "$HALF" "$INFER_BATCH" "$INFER_SIZE"
+# In f32 the blocks run effnet's training ops (effnet_model::ops: on CubeCL one autodiff node per
+# op, handwritten backward over burn's composition); EFFNET_PLAIN_OPS=1 gives burn's own autodiff
+# (what half precision always runs). Beside train-f32: does the ops' Cube path help on the card?
+if [ "$HAS_TRAIN" = 1 ]; then
+  bench_case train-f32-plain-ops 120 train-plain-ops f32 "$TRAIN_BATCH" "$TRAIN_SIZE" EFFNET_PLAIN_OPS=1
+fi
 
 # wgpu on the same card (Vulkan), when compiled in.
 if [ "$WGPU" = 1 ] && [ "$DEVICE" != wgpu ]; then
@@ -609,7 +614,10 @@ if [ "$WGPU" = 1 ] && [ "$DEVICE" != wgpu ]; then
 fi
 
 # ---------------------------------------------------------------- 4. PyTorch
-if [ -z "${TORCH_CASES:-}" ]; then
+if [ -z "${TORCH_CASES:-}" ] && [ -n "$DRY_RUN" ]; then
+  # PyTorch on the CPU: one inference and one training case check the plumbing.
+  TORCH_CASES="infer-fp32@${INFER_BATCH}x$INFER_SIZE,train-fp32@${TRAIN_BATCH}x$TRAIN_SIZE"
+elif [ -z "${TORCH_CASES:-}" ]; then
   TORCH_CASES="infer-fp32@${INFER_BATCH}x$INFER_SIZE,infer-tf32@${INFER_BATCH}x$INFER_SIZE"
   TORCH_CASES="$TORCH_CASES,infer-bf16@${INFER_BATCH}x$INFER_SIZE,train-fp32@${TRAIN_BATCH}x$TRAIN_SIZE"
   TORCH_CASES="$TORCH_CASES,train-tf32@${TRAIN_BATCH}x$TRAIN_SIZE,train-bf16@${TRAIN_BATCH}x$TRAIN_SIZE"

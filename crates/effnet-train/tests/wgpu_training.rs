@@ -5,9 +5,11 @@
 //!
 //! The CUDA build runs the same code on a GPU: the trainer's step ([`train_step_mixed`]: forward
 //! in the compute precision, soft-target cross entropy, backward, optimiser update), burn's
-//! autodiff over CubeCL's fused kernels, the Cube path of effnet's own ops (the blocks call
-//! them, so any op they use is covered here), and the weight EMA. What is compared, per
-//! network and precision:
+//! autodiff over CubeCL's fused kernels, the Cube path of effnet's training ops
+//! ([`effnet_model::ops`]: in f32 the blocks call them, so any op they use is covered here; half
+//! precision runs burn's plain modules), and the weight EMA. In f32 the wgpu run with the ops
+//! is also compared with one with burn's plain modules on the same device
+//! ([`ops::with_plain_ops`]). What is compared, per network and precision:
 //!
 //! * the loss of the first forward and the gradient of every parameter (before any update);
 //! * the losses of both steps and the updates: every parameter and BatchNorm running statistic
@@ -26,7 +28,7 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
-use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, parse_device};
+use effnet_model::{ComputePrecision, EfficientNet, EfficientNetConfig, ops, parse_device};
 use effnet_train::config::{OptimKind, OptimSection};
 use effnet_train::ema::{ModelEma, copy_weights};
 use effnet_train::loss::soft_target_cross_entropy;
@@ -440,8 +442,9 @@ fn assert_within(label: &str, r: &Report, tol: &Tolerance) {
 }
 
 /// Runs the network on the CPU and on wgpu from the same weights and compares: f32 against
-/// `tol`; f16 (where the adapter has it) against the CPU's own f16 run, both measured from the
-/// f32 reference.
+/// `tol`, wgpu with effnet's ops against wgpu with burn's plain modules within `tol` too; f16
+/// (where the adapter has it) against the CPU's own f16 run, both measured from the f32
+/// reference.
 fn check(name: &str, toml: &str, optim: OptimSection, tol: Tolerance) {
     let cfg = EfficientNetConfig::from_toml(toml).expect("test model");
     let cpu = Device::flex();
@@ -455,7 +458,10 @@ fn check(name: &str, toml: &str, optim: OptimSection, tol: Tolerance) {
     let initial = collect(&start, None);
     let reference = run(&cfg, &start, &optim, &cpu, ComputePrecision::F32);
     let t = std::time::Instant::now();
-    let f32_gpu = run(&cfg, &start, &optim, &gpu, ComputePrecision::F32);
+    // effnet's ops explicitly (whatever EFFNET_PLAIN_OPS says): the path under test.
+    let f32_gpu = ops::with_plain_ops(false, || {
+        run(&cfg, &start, &optim, &gpu, ComputePrecision::F32)
+    });
     eprintln!(
         "{name}: wgpu f32 {:.1} s (shader compilation included)",
         t.elapsed().as_secs_f64()
@@ -464,6 +470,23 @@ fn check(name: &str, toml: &str, optim: OptimSection, tol: Tolerance) {
     assert_within(
         &label,
         &report(&label, &initial, &reference, &f32_gpu),
+        &tol,
+    );
+
+    // The ops' Cube path (one autodiff node per op, handwritten backward over burn's
+    // composition) against burn's own autodiff of the plain modules, on the same device.
+    let t = std::time::Instant::now();
+    let plain_gpu = ops::with_plain_ops(true, || {
+        run(&cfg, &start, &optim, &gpu, ComputePrecision::F32)
+    });
+    eprintln!(
+        "{name}: wgpu f32, plain modules {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let label = format!("{name} f32 on wgpu, effnet ops vs burn's plain modules");
+    assert_within(
+        &label,
+        &report(&label, &initial, &plain_gpu, &f32_gpu),
         &tol,
     );
 
