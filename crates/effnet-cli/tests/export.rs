@@ -71,7 +71,7 @@ fn int8_exports_are_calibrated_on_a_folder_and_a_quarter_the_size() {
         ]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         assert!(
-            text(&out.stderr).contains("calibrated int8 (min/max) on 4 images"),
+            text(&out.stderr).contains("calibrated on 4 images of tests/data/photos"),
             "{}",
             text(&out.stderr)
         );

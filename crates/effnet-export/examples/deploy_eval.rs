@@ -19,7 +19,8 @@
 //! the weights carry labels), `--calib DIR` (default: the evaluation images), `--calib-images N`
 //! (200), `--size S`, `--out DIR` (keeps the files; default a temporary folder), `--no-eval`,
 //! `--per-tensor` (int8 weights with one scale per layer instead of per output channel),
-//! `--calib-method minmax|percentile[:P]|mse` (default minmax, as the CLI).
+//! `--calib-method minmax|percentile[:P]|mse` (default minmax, as the tables in docs/deploy.md
+//! were made; the CLI's default is mse).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -59,6 +60,7 @@ fn load(args: &[String], device: &Device) -> Result<Pretrained> {
             config,
             source: format!("{arch} (random weights, seed 0)"),
             labels: None,
+            int8: None,
         });
     }
     let spec = arg(args, "--weights").unwrap_or_else(|| "bundled".into());

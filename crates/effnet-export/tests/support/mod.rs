@@ -137,6 +137,7 @@ pub fn parity_fixture(name: &str, weights: &str) -> Pretrained {
         config: imported.config,
         source: name.into(),
         labels: None,
+        int8: None,
     }
 }
 

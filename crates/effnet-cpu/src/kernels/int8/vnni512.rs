@@ -110,7 +110,11 @@ unsafe fn tile<const R: usize, const W: usize>(job: &Job<'_>, i: usize, p: usize
                         }
                         // Unsigned saturation does the clamp to 255.
                         let q = _mm512_cvtps_epi32(finish(y, req.out));
-                        _mm512_mask_cvtusepi32_storeu_epi8(dst.add(row + 16 * v).cast(), masks[v], q);
+                        _mm512_mask_cvtusepi32_storeu_epi8(
+                            dst.add(row + 16 * v).cast(),
+                            masks[v],
+                            q,
+                        );
                     }
                 }
             }
