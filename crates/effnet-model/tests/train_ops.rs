@@ -262,13 +262,16 @@ impl ModuleVisitor for Grads<'_> {
     }
 }
 
+/// Every parameter's gradient, named by its position and shape.
+type NamedGrads = Vec<(String, Vec<f32>)>;
+
 /// Loss, every parameter gradient, and the batch mean the stem's BatchNorm folded into its
 /// running mean, of one step.
 fn model_run(
     model: &EfficientNet,
     x: &Tensor<4>,
     plain: bool,
-) -> (f32, Vec<(String, Vec<f32>)>, Vec<f32>) {
+) -> (f32, NamedGrads, Vec<f32>) {
     let bn = model.bn1.as_ref().expect("stem BatchNorm");
     let before = bn.running_mean.value_sync();
     ops::with_plain_ops(plain, || {

@@ -55,7 +55,7 @@ pub(crate) unsafe fn run(job: &Job<'_>, rows: Range<usize>, panels: Range<usize>
 unsafe fn tile<const R: usize>(job: &Job<'_>, a: &[i16], i: usize, p: usize) {
     let kp = job.w.kp;
     assert!(a.len() >= R * kp);
-    // SAFETY (whole body): panel p holds kp/2 groups of NR pairs of i16 (`PackedI8::new`),
+    // SAFETY: (whole body) panel p holds kp/2 groups of NR pairs of i16 (`PackedI8::new`),
     // `a` was asserted; the output is written through `store`, inside the block.
     unsafe {
         let acc = accumulate::<R>(a.as_ptr(), kp, job.w.pairs.as_ptr().add(p * kp * NR));

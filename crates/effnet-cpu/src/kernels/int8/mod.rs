@@ -493,7 +493,7 @@ pub fn gemm(lhs: &[u8], lda: usize, m: usize, w: &PackedI8, out: GemmOut<'_>, th
 /// # Safety
 /// The block is inside the job's output and no other thread writes it.
 unsafe fn run_block(job: &Job<'_>, rows: Range<usize>, panels: Range<usize>) {
-    // SAFETY (all arms): the caller's contract; the kernels were chosen by detection.
+    // SAFETY: (all arms) the caller's contract; the kernels were chosen by detection.
     unsafe {
         match job.w.kernel {
             Int8Kernel::Scalar => scalar::run(job, rows, panels),

@@ -70,7 +70,7 @@ pub(crate) unsafe fn run(job: &Job<'_>, rows: Range<usize>, panels: Range<usize>
 unsafe fn tile<const R: usize>(job: &Job<'_>, i: usize, p: usize) {
     let kp = job.w.kp;
     let flip = vdupq_n_u8(0x80);
-    // SAFETY (whole body): panel p holds kp/4 groups of NR·4 bytes; the activation rows are
+    // SAFETY: (whole body) panel p holds kp/4 groups of NR·4 bytes; the activation rows are
     // readable for kp bytes (checked by `gemm`); partial groups of 16 go through a copy.
     unsafe {
         let b = job.w.bytes.as_ptr().add(p * kp * NR);

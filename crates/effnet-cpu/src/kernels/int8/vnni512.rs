@@ -72,7 +72,7 @@ unsafe fn tile<const R: usize, const W: usize>(job: &Job<'_>, i: usize, p: usize
     let kp = job.w.kp;
     let cols = job.cols(p);
     let masks = [lane_mask(cols), lane_mask(cols.saturating_sub(16))];
-    // SAFETY (whole body): panel p holds kp/4 groups of NR·4 bytes (`PackedI8::new`); rows
+    // SAFETY: (whole body) panel p holds kp/4 groups of NR·4 bytes (`PackedI8::new`); rows
     // i..i+R of the activations are readable for kp bytes each (checked by `gemm`); the output
     // and residual are m×n with row i+r at (i+r)·n, columns p·NR.. masked to the valid ones.
     unsafe {
@@ -431,7 +431,7 @@ unsafe fn dw_accumulate<const K: usize, const S: usize, const P: usize>(
         let row = iy.max(0) as usize * g.w * c + c0;
         // Weights of this kernel row: `[K][4]` vectors from here, 64 dwords per tap.
         let w = a.w32[ky * K * cp + c0..].as_ptr();
-        // SAFETY (loop body): input columns are read only inside the image, the lanes past c
+        // SAFETY: (loop body) input columns are read only inside the image, the lanes past c
         // masked off; taps (ky, 0..K) of block c0 are inside the widened weights.
         unsafe {
             let column = |j: usize| -> __m512i {
