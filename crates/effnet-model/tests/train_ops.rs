@@ -267,11 +267,7 @@ type NamedGrads = Vec<(String, Vec<f32>)>;
 
 /// Loss, every parameter gradient, and the batch mean the stem's BatchNorm folded into its
 /// running mean, of one step.
-fn model_run(
-    model: &EfficientNet,
-    x: &Tensor<4>,
-    plain: bool,
-) -> (f32, NamedGrads, Vec<f32>) {
+fn model_run(model: &EfficientNet, x: &Tensor<4>, plain: bool) -> (f32, NamedGrads, Vec<f32>) {
     let bn = model.bn1.as_ref().expect("stem BatchNorm");
     let before = bn.running_mean.value_sync();
     ops::with_plain_ops(plain, || {
