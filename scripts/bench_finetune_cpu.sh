@@ -26,6 +26,8 @@ start=$(date +%s.%N)
   --epochs "$EPOCHS" --output "$work/runs" 2>&1 | tail -n 6
 ours=$(echo "$(date +%s.%N) - $start" | bc)
 echo "effnet finetune: $ours s wall"
-theirs=$(python3 scripts/timm_finetune.py "$work/digits" --epochs "$EPOCHS" --threads "$THREADS" \
-  | tee /dev/stderr | sed -n 's/^timm finetune: \([0-9.]*\) s wall$/\1/p')
+# (Not `tee /dev/stderr`: with stderr redirected to a file, tee reopens and truncates it.)
+timm_out=$(python3 scripts/timm_finetune.py "$work/digits" --epochs "$EPOCHS" --threads "$THREADS")
+echo "$timm_out"
+theirs=$(echo "$timm_out" | sed -n 's/^timm finetune: \([0-9.]*\) s wall$/\1/p')
 python3 -c "import sys; o, t = map(float, sys.argv[1:]); print(f'effnet {o:.0f} s, timm {t:.0f} s: effnet/timm speed {t / o:.2f}x')" "$ours" "$theirs"
