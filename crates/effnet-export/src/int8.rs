@@ -8,7 +8,7 @@
 use effnet_cpu::quant::{QConv, QDepthwise, QParams, QSqueezeExcite, QuantModel};
 
 use crate::error::ExportError;
-use crate::graph::{Graph, Op, TensorId};
+use crate::graph::{ConvOp, DenseOp, Graph, Op, TensorId};
 
 /// Element type of an int8 model's input or output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -104,64 +104,8 @@ pub(crate) fn map(graph: &Graph, q: &QuantModel) -> Result<GraphQuant, ExportErr
                 let layer = next
                     .next()
                     .ok_or_else(|| mismatch(format!("{} has no int8 layer", n.name)))?;
-                let [o, ci, kh, kw] = c.weight_dims;
-                let (w, pre) = match layer {
-                    Layer::Conv(l, b) => {
-                        block = *b;
-                        if (l.cout, l.cin, l.k, l.k, l.stride) != (o, ci, kh, kw, c.stride[0])
-                            || c.groups != 1
-                        {
-                            return Err(mismatch(format!(
-                                "{} is a {kh}x{kw} conv {ci} -> {o}, the int8 layer {}x{} {} -> {}",
-                                n.name, l.k, l.k, l.cin, l.cout
-                            )));
-                        }
-                        // HWIO [k·k·cin][cout] -> OIHW.
-                        let mut v = vec![0i8; l.weight.len()];
-                        for oc in 0..o {
-                            for ic in 0..ci {
-                                for t in 0..kh * kw {
-                                    v[(oc * ci + ic) * kh * kw + t] =
-                                        l.weight[(t * ci + ic) * o + oc];
-                                }
-                            }
-                        }
-                        (
-                            QWeights {
-                                values: v,
-                                scales: l.weight_scale.clone(),
-                                bias: l.bias.clone(),
-                            },
-                            l.pre_act,
-                        )
-                    }
-                    Layer::Depthwise(l, b) => {
-                        block = *b;
-                        if !c.is_depthwise()
-                            || (l.c, l.k, l.k, l.stride) != (o, kh, kw, c.stride[0])
-                        {
-                            return Err(mismatch(format!(
-                                "{} is not the int8 depthwise {}x{} over {} channels",
-                                n.name, l.k, l.k, l.c
-                            )));
-                        }
-                        // [k·k][c] -> [c][1][kh][kw].
-                        let mut v = vec![0i8; l.weight.len()];
-                        for ch in 0..o {
-                            for t in 0..kh * kw {
-                                v[ch * kh * kw + t] = l.weight[t * o + ch];
-                            }
-                        }
-                        (
-                            QWeights {
-                                values: v,
-                                scales: l.weight_scale.clone(),
-                                bias: l.bias.clone(),
-                            },
-                            l.pre_act,
-                        )
-                    }
-                };
+                let (w, pre, b) = conv_weights(&n.name, c, layer)?;
+                block = b;
                 weights[i] = Some(w);
                 current = Some(layer);
                 pre
@@ -170,28 +114,11 @@ pub(crate) fn map(graph: &Graph, q: &QuantModel) -> Result<GraphQuant, ExportErr
                 let layer = next
                     .next()
                     .ok_or_else(|| mismatch(format!("{} has no int8 layer", n.name)))?;
-                let Layer::Conv(l, _) = layer else {
-                    return Err(mismatch(format!("{} is not the int8 classifier", n.name)));
-                };
-                if (l.cin, l.cout, l.k) != (d.dims[0], d.dims[1], 1) {
-                    return Err(mismatch(format!(
-                        "classifier {:?}, int8 {} -> {}",
-                        d.dims, l.cin, l.cout
-                    )));
-                }
-                // The classifier's [cin][cout] is burn's [in, out] already.
-                weights[i] = Some(QWeights {
-                    values: l.weight.clone(),
-                    scales: l.weight_scale.clone(),
-                    bias: l.bias.clone(),
-                });
-                l.output
+                let (w, out) = dense_weights(&n.name, d, layer)?;
+                weights[i] = Some(w);
+                out
             }
-            Op::Relu | Op::Relu6 => match current {
-                Some(Layer::Conv(l, _)) => l.output,
-                Some(Layer::Depthwise(l, _)) => l.output,
-                None => return Err(mismatch(format!("{} follows no conv", n.name))),
-            },
+            Op::Relu | Op::Relu6 => activation_of(current, &n.name)?,
             Op::Sigmoid => QParams::SIGMOID,
             Op::Mul => {
                 let [x, gate] = [n.inputs[0], n.inputs[1]];
@@ -199,11 +126,7 @@ pub(crate) fn map(graph: &Graph, q: &QuantModel) -> Result<GraphQuant, ExportErr
                     matches!(graph.nodes[p].op, Op::Sigmoid) && graph.nodes[p].inputs[0] == x
                 });
                 if silu {
-                    match current {
-                        Some(Layer::Conv(l, _)) => l.output,
-                        Some(Layer::Depthwise(l, _)) => l.output,
-                        None => return Err(mismatch(format!("{} follows no conv", n.name))),
-                    }
+                    activation_of(current, &n.name)?
                 } else {
                     se_of(q, block, &n.name)?.output
                 }
@@ -230,6 +153,103 @@ pub(crate) fn map(graph: &Graph, q: &QuantModel) -> Result<GraphQuant, ExportErr
         })
         .collect::<Result<_, _>>()?;
     Ok(GraphQuant { act, weights })
+}
+
+/// The int8 weights of one graph conv from its int8 layer (a dense or a depthwise conv, checked
+/// to be the same shape), in burn's OIHW layout, with the layer's pre-activation parameters and
+/// the block it belongs to.
+fn conv_weights(
+    name: &str,
+    c: &ConvOp,
+    layer: &Layer,
+) -> Result<(QWeights, QParams, Option<usize>), ExportError> {
+    let [o, ci, kh, kw] = c.weight_dims;
+    Ok(match layer {
+        Layer::Conv(l, b) => {
+            if (l.cout, l.cin, l.k, l.k, l.stride) != (o, ci, kh, kw, c.stride[0]) || c.groups != 1
+            {
+                return Err(mismatch(format!(
+                    "{} is a {kh}x{kw} conv {ci} -> {o}, the int8 layer {}x{} {} -> {}",
+                    name, l.k, l.k, l.cin, l.cout
+                )));
+            }
+            // HWIO [k·k·cin][cout] -> OIHW.
+            let mut v = vec![0i8; l.weight.len()];
+            for oc in 0..o {
+                for ic in 0..ci {
+                    for t in 0..kh * kw {
+                        v[(oc * ci + ic) * kh * kw + t] = l.weight[(t * ci + ic) * o + oc];
+                    }
+                }
+            }
+            (
+                QWeights {
+                    values: v,
+                    scales: l.weight_scale.clone(),
+                    bias: l.bias.clone(),
+                },
+                l.pre_act,
+                *b,
+            )
+        }
+        Layer::Depthwise(l, b) => {
+            if !c.is_depthwise() || (l.c, l.k, l.k, l.stride) != (o, kh, kw, c.stride[0]) {
+                return Err(mismatch(format!(
+                    "{} is not the int8 depthwise {}x{} over {} channels",
+                    name, l.k, l.k, l.c
+                )));
+            }
+            // [k·k][c] -> [c][1][kh][kw].
+            let mut v = vec![0i8; l.weight.len()];
+            for ch in 0..o {
+                for t in 0..kh * kw {
+                    v[ch * kh * kw + t] = l.weight[t * o + ch];
+                }
+            }
+            (
+                QWeights {
+                    values: v,
+                    scales: l.weight_scale.clone(),
+                    bias: l.bias.clone(),
+                },
+                l.pre_act,
+                *b,
+            )
+        }
+    })
+}
+
+/// The classifier's int8 weights (burn's `[in, out]`, as the int8 layer holds them) and its
+/// output parameters.
+fn dense_weights(
+    name: &str,
+    d: &DenseOp,
+    layer: &Layer,
+) -> Result<(QWeights, QParams), ExportError> {
+    let Layer::Conv(l, _) = layer else {
+        return Err(mismatch(format!("{name} is not the int8 classifier")));
+    };
+    if (l.cin, l.cout, l.k) != (d.dims[0], d.dims[1], 1) {
+        return Err(mismatch(format!(
+            "classifier {:?}, int8 {} -> {}",
+            d.dims, l.cin, l.cout
+        )));
+    }
+    let w = QWeights {
+        values: l.weight.clone(),
+        scales: l.weight_scale.clone(),
+        bias: l.bias.clone(),
+    };
+    Ok((w, l.output))
+}
+
+/// The output parameters of the conv whose activation (ReLU, ReLU6, SiLU) node `name` finishes.
+fn activation_of(current: Option<&Layer>, name: &str) -> Result<QParams, ExportError> {
+    match current {
+        Some(Layer::Conv(l, _)) => Ok(l.output),
+        Some(Layer::Depthwise(l, _)) => Ok(l.output),
+        None => Err(mismatch(format!("{name} follows no conv"))),
+    }
 }
 
 fn se_of<'q>(

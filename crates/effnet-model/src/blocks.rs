@@ -18,21 +18,13 @@ use burn::module::{Flag, Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Initializer, PaddingConfig2d};
 use burn::prelude::*;
-use burn::tensor::activation::{relu, sigmoid, silu};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{Distribution, FloatDType};
 
 use crate::arch::BlockSpec;
 use crate::config::{Activation, Attention, BlockKind, NormKind, PaddingMode};
 use crate::ops;
-
-/// Applies the configured activation.
-pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
-    match act {
-        Activation::Silu => silu(x),
-        Activation::Relu6 => x.clamp(0.0, 6.0),
-        Activation::Relu => relu(x),
-    }
-}
+pub use crate::ops::activate;
 
 /// Conv followed by its BatchNorm, unless the BN was folded into the conv (inference). Runs in
 /// the input's float type, BatchNorm in f32 (see [`crate::precision`]).

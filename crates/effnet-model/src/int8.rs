@@ -24,9 +24,10 @@ use crate::blocks::SqueezeExcite as BurnSe;
 use crate::config::EfficientNetConfig;
 use crate::error::ModelError;
 use crate::model::EfficientNet;
-use crate::weights::{
-    META_CONFIG, META_LABELS, META_PRECISION, META_PREPROCESS, META_SOURCE, Preprocess, Pretrained,
+use crate::pretrained::{
+    META_CONFIG, META_LABELS, META_PRECISION, META_PREPROCESS, META_SOURCE, Pretrained,
 };
+use effnet_data::Preprocess;
 
 /// Metadata key of the int8 layer description (JSON, see [`Header`]).
 pub const META_INT8: &str = "effnet.int8";

@@ -29,6 +29,7 @@ pub mod ops;
 pub mod precision;
 pub mod preprocess;
 pub mod presets;
+pub mod pretrained;
 pub mod weights;
 
 pub use arch::BlockSpec;

@@ -19,6 +19,9 @@ use crate::error::ModelError;
 use crate::model::EfficientNet;
 pub use effnet_data::{Interpolation, Preprocess};
 
+pub use crate::pretrained::Pretrained;
+use crate::pretrained::{META_CONFIG, META_LABELS, META_PRECISION, META_PREPROCESS, META_SOURCE};
+
 /// Where a state dict's keys come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -360,13 +363,6 @@ pub fn timm_state_dict_shapes(model: &EfficientNet) -> Vec<(String, Vec<usize>)>
         .collect()
 }
 
-/// Metadata keys of effnet's native files.
-pub(crate) const META_CONFIG: &str = "effnet.model";
-pub(crate) const META_PREPROCESS: &str = "effnet.preprocess";
-pub(crate) const META_SOURCE: &str = "effnet.source";
-pub(crate) const META_LABELS: &str = "effnet.labels";
-pub(crate) const META_PRECISION: &str = "effnet.precision";
-
 /// Storage precision of a native weights file. Computation is always f32: half-precision
 /// weights are widened when loaded.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,33 +374,6 @@ pub enum StoragePrecision {
     /// Conv and linear weights in f16 (half the size); BatchNorm parameters and statistics stay
     /// f32, since `running_var` and small `gamma`s lose too much in f16.
     F16,
-}
-
-/// A model with everything needed to use it: description, preprocessing and provenance.
-pub struct Pretrained {
-    /// The network.
-    pub model: EfficientNet,
-    /// Its description.
-    pub config: EfficientNetConfig,
-    /// How to prepare inputs for it.
-    pub preprocess: Preprocess,
-    /// Free-text provenance (source file, licence).
-    pub source: String,
-    /// Class names, when the file carries them (models trained by effnet do).
-    pub labels: Option<Vec<String>>,
-    /// The int8 model of an int8 `.bpk` (see [`crate::int8`]); `model` then holds its weights
-    /// dequantised. `None` for f32/f16 weights.
-    pub int8: Option<Box<effnet_cpu::quant::QuantModel>>,
-}
-
-impl std::fmt::Debug for Pretrained {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pretrained")
-            .field("model", &self.config.name)
-            .field("classes", &self.config.num_classes)
-            .field("preprocess", &self.preprocess)
-            .finish()
-    }
 }
 
 /// Writes `model` with its description and preprocessing to a native `.bpk` file, atomically.

@@ -126,7 +126,7 @@ pub trait TrainOps: Backend {
     }
 }
 
-/// `act(x)` composed of backend operations (the same ones `effnet_model::blocks::activate` uses).
+/// `act(x)` composed of backend operations (the same ones `effnet_model::ops::activate` uses).
 pub(crate) fn activation<B: Backend>(x: FloatTensor<B>, act: FusedAct) -> FloatTensor<B> {
     match act {
         FusedAct::Identity => x,

@@ -20,9 +20,18 @@ use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 use burn::tensor::FloatDType;
 
-use crate::blocks::activate;
 use crate::config::Activation;
 use crate::precision;
+use burn::tensor::activation::{relu, silu};
+
+/// Applies the configured activation.
+pub fn activate(x: Tensor<4>, act: Activation) -> Tensor<4> {
+    match act {
+        Activation::Silu => silu(x),
+        Activation::Relu6 => x.clamp(0.0, 6.0),
+        Activation::Relu => relu(x),
+    }
+}
 
 /// Whether `x` takes effnet's ops: f32, on a backend that implements them, not forced plain.
 fn use_ops(x: &Tensor<4>) -> bool {
