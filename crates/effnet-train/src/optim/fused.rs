@@ -160,11 +160,10 @@ impl FusedOptimizer {
         Ok((model, norm))
     }
 
-    /// Runs the kernel over the `taken` parameters (module order, so that equal inputs give
-    /// equal chunks whatever the threads).
-    fn update(&mut self, lr: f64, taken: &mut [Taken], grad_scale: Option<f32>, threads: usize) {
-        // Make the missing states first (the slots are borrowed together below).
-        for t in taken.iter() {
+    /// Makes the state of every parameter that has none yet (zeros; ones for TF-RMSProp's mean
+    /// square, which starts at one).
+    fn make_missing_slots(&mut self, taken: &[Taken]) {
+        for t in taken {
             let n = t.shape.iter().product();
             self.slots.entry(t.id).or_insert_with(|| Slot {
                 path: Some(t.path.clone()),
@@ -180,7 +179,12 @@ impl FusedOptimizer {
                 },
             });
         }
-        let decays: Vec<bool> = taken
+    }
+
+    /// Whether each taken parameter gets weight decay (the rule has it and the parameter is
+    /// not in the no-decay group).
+    fn decays(&self, taken: &[Taken]) -> Vec<bool> {
+        taken
             .iter()
             .map(|t| {
                 self.rule.has_decay()
@@ -189,15 +193,15 @@ impl FusedOptimizer {
                         .as_ref()
                         .is_some_and(|g| g.matches(&t.id, Some(t.path.as_str())))
             })
-            .collect();
-        let mut slots: Vec<&mut Slot> = {
-            let mut by_id: HashMap<ParamId, &mut Slot> =
-                self.slots.iter_mut().map(|(k, v)| (*k, v)).collect();
-            taken
-                .iter()
-                .map(|t| by_id.remove(&t.id).expect("state made above"))
-                .collect()
-        };
+            .collect()
+    }
+
+    /// Runs the kernel over the `taken` parameters (module order, so that equal inputs give
+    /// equal chunks whatever the threads).
+    fn update(&mut self, lr: f64, taken: &mut [Taken], grad_scale: Option<f32>, threads: usize) {
+        self.make_missing_slots(taken);
+        let decays = self.decays(taken);
+        let mut slots = slots_in_order(&mut self.slots, taken);
         let operands = taken.iter_mut().map(|t| {
             let grad = t.grad.as_ref().expect("taken with its gradient");
             (flex::values_mut(&mut t.tensor), flex::values(grad))
@@ -444,4 +448,13 @@ impl Rule {
             Rule::Sgd { .. } => "sgd",
         }
     }
+}
+
+/// The states of `taken`, in its order, borrowed together (each made by `make_missing_slots`).
+fn slots_in_order<'a>(slots: &'a mut HashMap<ParamId, Slot>, taken: &[Taken]) -> Vec<&'a mut Slot> {
+    let mut by_id: HashMap<ParamId, &mut Slot> = slots.iter_mut().map(|(k, v)| (*k, v)).collect();
+    taken
+        .iter()
+        .map(|t| by_id.remove(&t.id).expect("state made above"))
+        .collect()
 }
